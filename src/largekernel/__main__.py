@@ -1,0 +1,5 @@
+import sys
+
+from largekernel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks: ratios against PyTorch measured in the same run, written as JSON and plots."""

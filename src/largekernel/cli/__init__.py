@@ -1,0 +1,66 @@
+"""The ``largekernel`` command line.
+
+Each subcommand lives in its own module ``largekernel.cli.<name>`` exposing
+``register(subparsers)``, which adds an ``argparse`` sub-parser and sets ``func`` (a callable
+taking the parsed namespace and returning an exit code). The hub below only wires them up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+__all__ = ["main", "build_parser"]
+
+_SUBCOMMAND_MODULES = ("train", "evaluate", "predict", "reparameterize", "info", "bench")
+
+log = logging.getLogger("largekernel")
+
+
+class UsageError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="largekernel",
+        description="Fast large-kernel ConvNets: train, evaluate, deploy and benchmark.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMAND_MODULES:
+        module = importlib.import_module(f"largekernel.cli.{name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, FileNotFoundError, ValueError, TypeError) as err:
+        # errors the user can fix: one clear line, no traceback (use -v for details)
+        if args.verbose:
+            log.exception("failed")
+        else:
+            log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`largekernel bench` subcommand (not implemented yet)."""

@@ -1,0 +1,1 @@
+"""`largekernel evaluate` subcommand (not implemented yet)."""

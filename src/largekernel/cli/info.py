@@ -1,0 +1,1 @@
+"""`largekernel info` subcommand (not implemented yet)."""

@@ -1,0 +1,1 @@
+"""`largekernel predict` subcommand (not implemented yet)."""

@@ -1,0 +1,1 @@
+"""`largekernel reparameterize` subcommand (not implemented yet)."""

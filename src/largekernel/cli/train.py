@@ -1,0 +1,1 @@
+"""`largekernel train` subcommand (not implemented yet)."""

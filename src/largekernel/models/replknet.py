@@ -1,0 +1,1 @@
+"""Placeholder: models are registered here by a later change."""

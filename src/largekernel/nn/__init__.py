@@ -1,0 +1,1 @@
+"""Modules: drop-in convs, reparameterisable large-kernel layers and operators."""

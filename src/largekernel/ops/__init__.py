@@ -1,0 +1,1 @@
+"""The convolution engine: one dispatcher over native, FFT and compiled implementations."""

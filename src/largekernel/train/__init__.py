@@ -1,0 +1,1 @@
+"""Training loop, checkpoints, schedules, EMA and distributed helpers."""
