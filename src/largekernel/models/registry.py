@@ -131,4 +131,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
                 f"create_model({name!r}) got unknown keyword argument(s) {unknown}; "
                 f"accepted: {sorted(signature.parameters)}"
             )
-    return fn(**kwargs)
+    model = fn(**kwargs)
+    # remembered so that save_checkpoint can write a config that rebuilds the model offline
+    model.largekernel_config = {"name": name, "kwargs": dict(kwargs)}
+    return model

@@ -1,0 +1,11 @@
+"""`largekernel bench conv` (not implemented yet)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("largekernel bench conv is not implemented yet")

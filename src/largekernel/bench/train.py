@@ -1,0 +1,11 @@
+"""`largekernel bench train` (not implemented yet)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("largekernel bench train is not implemented yet")
