@@ -1,1 +1,88 @@
-"""`largekernel evaluate` subcommand (not implemented yet)."""
+"""``largekernel evaluate CHECKPOINT``: top-1/top-5, per-class accuracy, confusion matrix (JSON + PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a checkpoint on a data set",
+        description="Evaluate a run directory, training checkpoint (.pt) or deploy checkpoint "
+                    "(.safetensors). The data set, image size and normalisation come from the "
+                    "checkpoint's metadata unless overridden.")
+    parser.add_argument("checkpoint", help="run directory, training checkpoint or .safetensors")
+    parser.add_argument("--data", help="data set spec (default: the one the model was trained on)")
+    parser.add_argument("--data-root", help="root directory for data sets that need one")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--image-size", type=int, help="override the input resolution")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    parser.add_argument("--ema", dest="use_ema", action="store_const", const=True, default=None,
+                        help="use the EMA weights of a training checkpoint")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    parser.add_argument("--output", help="directory for eval.json and confusion_matrix.png "
+                                         "(default: <checkpoint dir>/eval-<split>)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from largekernel.data import build_dataset
+    from largekernel.train.loading import load_trained_model
+    from largekernel.train.plots import plot_confusion
+    from largekernel.train.trainer import evaluate_model, resolve_device
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    device = resolve_device(args.device)
+    loaded = load_trained_model(args.checkpoint, use_ema=args.use_ema, device=device)
+    info = loaded.data_info or {}
+    spec = args.data or info.get("spec") or info.get("name")
+    if not spec:
+        raise ValueError(f"{loaded.source} records no data set; pass --data")
+    image_size = args.image_size or (info.get("image_size") if not args.data else None)
+    dataset = build_dataset(spec, args.split, image_size=image_size, augment=False,
+                            root=args.data_root)
+    ds_info = dataset.info
+    num_classes = int(info.get("num_classes") or ds_info.num_classes)
+    if ds_info.num_classes != num_classes:
+        raise ValueError(f"data set {spec!r} has {ds_info.num_classes} classes but the model was "
+                         f"trained on {num_classes}")
+    if args.limit:
+        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
+                        generator=torch.Generator().manual_seed(0))
+    metrics = evaluate_model(loaded.model, loader, num_classes, device, args.amp)
+    class_names = list(info.get("class_names") or ds_info.class_names)
+    result = {"checkpoint": str(loaded.source), "kind": loaded.kind, "model": loaded.model_config,
+              "data": spec, "split": args.split, "class_names": class_names, **metrics}
+    out = Path(args.output) if args.output else loaded.source.parent / f"eval-{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    plot_confusion(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png",
+                   title=f"{spec} {args.split}")
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        lines = [f"{loaded.source} on {spec} [{args.split}], {metrics['count']} images",
+                 f"  top-1 {100 * metrics['top1']:.2f} %   top-5 {100 * metrics['top5']:.2f} %   "
+                 f"loss {metrics['loss']:.4f}",
+                 "  per class: " + ", ".join(
+                     f"{name} {100 * acc:.1f}%" if acc is not None else f"{name} -"
+                     for name, acc in zip(class_names, metrics["per_class_accuracy"])),
+                 f"  written: {out / 'eval.json'}, {out / 'confusion_matrix.png'}"]
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0

@@ -1,1 +1,365 @@
-"""Placeholder: models are registered here by a later change."""
+"""InceptionNeXt (Yu et al., 2024; MetaNeXt blocks) in timm's state-dict layout.
+
+Layout (timm 1.x): ``stem.0`` conv 4x4 s4 + ``stem.1`` BatchNorm; ``stages.i.downsample``
+(BatchNorm + conv 2x2 s2, absent in stage 0); blocks ``stages.i.blocks.j`` with
+``token_mixer`` (:class:`~largekernel.nn.inception_dw.InceptionDWConv2d`: ``dwconv_hw``,
+``dwconv_w``, ``dwconv_h``), ``norm`` (BatchNorm), ``mlp.fc1``/``mlp.fc2`` (1x1 convs) and
+``gamma``; the MLP head ``head.fc1`` (C -> 3C) -> GELU -> ``head.norm`` (LayerNorm, eps 1e-6)
+-> ``head.fc2``. timm checkpoints load with ``strict=True`` without key mapping.
+
+With ``mixer=<name>`` every token mixer is built by :func:`largekernel.nn.mixers.create_mixer`
+(still stored as ``token_mixer``) with ``kernel_size = band_kernel_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from largekernel.models.convnext import (
+    ConvMlp,
+    check_depths_dims,
+    init_weights,
+    per_stage,
+    resolve_ls_init,
+    select_indices,
+    stage_mixer_kwargs,
+)
+from largekernel.models.features import FeatureInfo
+from largekernel.models.registry import register_model
+from largekernel.nn.inception_dw import InceptionDWConv2d
+from largekernel.nn.layers import DropPath
+from largekernel.nn.mixers import create_mixer
+
+__all__ = ["MetaNeXt", "MetaNeXtBlock", "MetaNeXtStage"]
+
+
+class MetaNeXtBlock(nn.Module):
+    """``x + DropPath(gamma * MLP(BN(mixer(x))))`` with an Inception depthwise mixer by default.
+
+    Args:
+        dim: Channels.
+        mlp_ratio: MLP expansion.
+        ls_init_value: Initial layer scale, ``None`` for none.
+        drop_path: Stochastic-depth probability.
+        square_kernel_size: Square kernel of the Inception mixer.
+        band_kernel_size: Band length of the Inception mixer (also the ``kernel_size`` of ``mixer``).
+        branch_ratio: Channel fraction per Inception branch.
+        mixer: Optional :func:`~largekernel.nn.mixers.create_mixer` name replacing the Inception mixer.
+        mixer_kwargs: Extra options for ``create_mixer``.
+
+    Example:
+        >>> MetaNeXtBlock(32)(torch.randn(1, 32, 8, 8)).shape
+        torch.Size([1, 32, 8, 8])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        ls_init_value: float | None = 1e-6,
+        drop_path: float = 0.0,
+        square_kernel_size: int = 3,
+        band_kernel_size: int = 11,
+        branch_ratio: float = 0.125,
+        mixer: str | None = None,
+        mixer_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if mixer is None:
+            self.token_mixer = InceptionDWConv2d(dim, square_kernel_size, band_kernel_size, branch_ratio)
+        else:
+            self.token_mixer = create_mixer(mixer, dim, band_kernel_size, **(mixer_kwargs or {}))
+        self.norm = nn.BatchNorm2d(dim)
+        self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value is not None else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.mlp(self.norm(self.token_mixer(x)))
+        if self.gamma is not None:
+            x = x * self.gamma.reshape(1, -1, 1, 1)
+        return self.drop_path(x) + shortcut
+
+
+class MetaNeXtStage(nn.Module):
+    """Optional downsample (BatchNorm + conv 2x2 s2) followed by ``depth`` MetaNeXt blocks."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        depth: int,
+        drop_path_rates: Sequence[float],
+        mlp_ratio: float,
+        ls_init_value: float | None,
+        block_kwargs: dict,
+    ) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        if stride > 1 or in_chs != out_chs:
+            self.downsample = nn.Sequential(
+                nn.BatchNorm2d(in_chs),
+                nn.Conv2d(in_chs, out_chs, kernel_size=stride, stride=stride, bias=True),
+            )
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(
+            *[
+                MetaNeXtBlock(out_chs, mlp_ratio, ls_init_value, drop_path_rates[j], **block_kwargs)
+                for j in range(depth)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+class MlpHead(nn.Module):
+    """GAP -> ``fc1`` (C -> rC) -> GELU -> ``norm`` (LayerNorm) -> dropout -> ``fc2``."""
+
+    def __init__(self, in_features: int, num_classes: int, mlp_ratio: float = 3.0, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(mlp_ratio * in_features)
+        self.hidden_size = hidden
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc2 = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))
+        x = self.drop(self.norm(self.act(self.fc1(x))))
+        return x if pre_logits else self.fc2(x)
+
+
+class MetaNeXt(nn.Module):
+    """MetaNeXt / InceptionNeXt backbone and classifier with timm's key layout and model API.
+
+    Args:
+        in_chans: Input channels.
+        num_classes: Classifier outputs (``0`` = forward returns the head's pre-logits).
+        depths: Blocks per stage.
+        dims: Channels per stage.
+        mlp_ratios: MLP expansion, one number or one per stage.
+        head_mlp_ratio: Hidden width of the MLP head relative to the last stage's channels.
+        ls_init_value: Initial layer scale (``None`` disables it).
+        head_init_scale: Factor applied to the initial final classifier weight and bias.
+        drop_rate: Dropout in the head.
+        drop_path_rate: Stochastic depth, linearly increasing over blocks up to this value.
+        square_kernel_size: Inception square kernel.
+        band_kernel_size: Inception band length.
+        branch_ratio: Inception channel fraction per branch.
+        features_only: Drop the head; ``forward`` returns the stage maps of ``out_indices``.
+        out_indices: Stages returned when ``features_only``.
+        mixer: Optional :func:`~largekernel.nn.mixers.create_mixer` name replacing every Inception mixer.
+        mixer_kwargs: Extra options for ``create_mixer``.
+        img_size: Input size; only used to give size-dependent mixers (``"sgconv2d"``) each stage's map size.
+
+    Example:
+        >>> model = MetaNeXt(num_classes=10, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
+        >>> model(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths: Sequence[int] = (3, 3, 9, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        mlp_ratios: float | Sequence[float] = (4, 4, 4, 3),
+        head_mlp_ratio: float = 3.0,
+        ls_init_value: float | None = 1e-6,
+        head_init_scale: float = 1.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        square_kernel_size: int = 3,
+        band_kernel_size: int = 11,
+        branch_ratio: float = 0.125,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        mixer: str | None = None,
+        mixer_kwargs: dict | None = None,
+        img_size: int | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        depths, dims = check_depths_dims(depths, dims)
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        mlp_ratios = per_stage(mlp_ratios, len(depths), "mlp_ratios")
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        block_kwargs = [
+            dict(
+                square_kernel_size=square_kernel_size,
+                band_kernel_size=band_kernel_size,
+                branch_ratio=branch_ratio,
+                mixer=mixer,
+                mixer_kwargs=kw,
+            )
+            for kw in stage_mixer_kwargs(mixer, mixer_kwargs, img_size, len(depths))
+        ]
+
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True), nn.BatchNorm2d(dims[0]))
+        # device="cpu" so that construction also works under a `with torch.device("meta")` context
+        dp_rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        stages, entries = [], []
+        prev, cursor, reduction = dims[0], 0, 4
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            stages.append(
+                MetaNeXtStage(prev, dim, stride, depth, dp_rates[cursor : cursor + depth], mlp_ratios[i], ls_init_value, block_kwargs[i])
+            )
+            entries.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
+            prev, cursor = dim, cursor + depth
+        self.stages = nn.Sequential(*stages)
+        self.num_features = prev
+        self.features_only = features_only
+        self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
+        self.head = None if features_only else MlpHead(prev, num_classes, head_mlp_ratio, drop_rate)
+        self.head_hidden_size = self.head.hidden_size if self.head is not None else prev
+
+        init_weights(self, mixer_attr="token_mixer" if mixer is not None else None)
+        if self.head is not None and isinstance(self.head.fc2, nn.Linear):
+            with torch.no_grad():
+                self.head.fc2.weight.mul_(head_init_scale)
+                self.head.fc2.bias.mul_(head_init_scale)
+
+    # ---- timm model API -------------------------------------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters to exclude from weight decay: norms, biases and layer scales."""
+        return {name for name, p in self.named_parameters() if p.ndim <= 1}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in backward to save activation memory."""
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        if self.head is None:
+            raise RuntimeError("model was built with features_only=True and has no classifier")
+        return self.head.fc2
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the final classifier with a fresh one of ``num_classes`` outputs (0 = none)."""
+        if self.head is None:
+            raise RuntimeError("model was built with features_only=True and has no classifier")
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool must be 'avg' or None, got {global_pool!r}")
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.head is None:
+            raise RuntimeError("model was built with features_only=True and has no head")
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Stage outputs (NCHW) for ``indices`` (an int n = the last n stages; default all)."""
+        wanted = select_indices(indices, len(self.stages))
+        out = []
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in wanted:
+                out.append(x)
+            if i >= max(wanted):
+                break
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x, self.feature_info.out_indices)
+        return self.forward_head(self.forward_features(x))
+
+
+def _variant(
+    name: str,
+    default_depths: tuple[int, ...],
+    default_dims: tuple[int, ...],
+    default_band: int = 11,
+    default_ratio: float = 0.125,
+):
+    """Create a registered entry point with explicit keyword arguments (no ``**kwargs``)."""
+
+    def entry(
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        ls_init_value: float | None = None,
+        layer_scale_init_value: float | None = None,
+        head_init_scale: float = 1.0,
+        depths: Sequence[int] = default_depths,
+        dims: Sequence[int] = default_dims,
+        mlp_ratios: float | Sequence[float] = (4, 4, 4, 3),
+        square_kernel_size: int = 3,
+        band_kernel_size: int = default_band,
+        branch_ratio: float = default_ratio,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        mixer: str | None = None,
+        mixer_kwargs: dict | None = None,
+        img_size: int | Sequence[int] | None = None,
+    ) -> MetaNeXt:
+        return MetaNeXt(
+            in_chans=in_chans,
+            num_classes=num_classes,
+            depths=depths,
+            dims=dims,
+            mlp_ratios=mlp_ratios,
+            ls_init_value=resolve_ls_init(ls_init_value, layer_scale_init_value, default=1e-6),
+            head_init_scale=head_init_scale,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            square_kernel_size=square_kernel_size,
+            band_kernel_size=band_kernel_size,
+            branch_ratio=branch_ratio,
+            features_only=features_only,
+            out_indices=out_indices,
+            mixer=mixer,
+            mixer_kwargs=mixer_kwargs,
+            img_size=img_size,
+        )
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (
+        f"InceptionNeXt {name.rsplit('_', 1)[1]}: depths {default_depths}, dims {default_dims}, "
+        f"band kernel {default_band}, branch ratio {default_ratio:g} (timm layout).\n\n"
+        "``ls_init_value`` and ``layer_scale_init_value`` are aliases (default 1e-6)."
+    )
+    return register_model(entry)
+
+
+inception_next_atto = _variant("inception_next_atto", (2, 2, 6, 2), (40, 80, 160, 320), 9, 0.25)
+inception_next_tiny = _variant("inception_next_tiny", (3, 3, 9, 3), (96, 192, 384, 768))
+inception_next_small = _variant("inception_next_small", (3, 3, 27, 3), (96, 192, 384, 768))
+inception_next_base = _variant("inception_next_base", (3, 3, 27, 3), (128, 256, 512, 1024))

@@ -1,1 +1,442 @@
-"""Placeholder: models are registered here by a later change."""
+"""UniRepLKNet (Ding et al., 2024): large-kernel ConvNet with Dilated Reparam Blocks.
+
+Module names follow the official key layout (``downsample_layers``, ``stages``, ``norm``,
+``head``; per block ``dwconv``, ``norm``, ``se``, ``pwconv1.1``, ``act.1``, ``pwconv2.0/.2``,
+``gamma``), so official training- and deploy-form checkpoints load without key mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from largekernel.models.features import FeatureInfo
+from largekernel.models.registry import register_model
+from largekernel.nn.conv import Conv2d
+from largekernel.nn.dilated_reparam import DilatedReparamConv
+from largekernel.nn.fusion import compute_dtype, fuse_conv_bn
+from largekernel.nn.layers import GRN, DropPath, LayerNorm2d, SqueezeExcite
+
+__all__ = ["UniRepLKNet", "UniRepLKNetBlock", "default_kernel_sizes", "UNIREPLKNET_CONFIGS"]
+
+logger = logging.getLogger(__name__)
+
+
+def _linspace(end: float, n: int) -> list[float]:
+    """``torch.linspace(0, end, n)`` in plain Python (works under a ``meta`` default device)."""
+    if n <= 1:
+        return [0.0] * n
+    return [end * i / (n - 1) for i in range(n)]
+
+#: name suffix -> (depths, dims)
+UNIREPLKNET_CONFIGS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "a": ((2, 2, 6, 2), (40, 80, 160, 320)),
+    "f": ((2, 2, 6, 2), (48, 96, 192, 384)),
+    "p": ((2, 2, 6, 2), (64, 128, 256, 512)),
+    "n": ((2, 2, 8, 2), (80, 160, 320, 640)),
+    "t": ((3, 3, 18, 3), (80, 160, 320, 640)),
+    "s": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "b": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "l": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xl": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+}
+
+_DEFAULT_KERNELS: dict[tuple[int, ...], tuple[tuple[int, ...], ...]] = {
+    (2, 2, 6, 2): ((3, 3), (13, 13), (13,) * 6, (13, 13)),
+    (2, 2, 8, 2): ((3, 3), (13, 13), (13,) * 8, (13, 13)),
+    (3, 3, 18, 3): ((3, 3, 3), (13, 13, 13), (13, 3) * 9, (13, 13, 13)),
+    (3, 3, 27, 3): ((3, 3, 3), (13, 13, 13), (13, 3, 3) * 9, (13, 13, 13)),
+}
+
+
+def default_kernel_sizes(depths: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The published per-block kernel sizes for ``depths``.
+
+    Raises:
+        ValueError: If ``depths`` is not one of the published configurations.
+    """
+    key = tuple(int(d) for d in depths)
+    if key not in _DEFAULT_KERNELS:
+        raise ValueError(
+            f"no default kernel_sizes for depths={key}; pass kernel_sizes explicitly "
+            f"(known depths: {sorted(_DEFAULT_KERNELS)})"
+        )
+    return _DEFAULT_KERNELS[key]
+
+
+class _ToChannelsLast(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class _ToChannelsFirst(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+class UniRepLKNetBlock(nn.Module):
+    """UniRepLKNet block: dwconv -> BN -> SE -> Linear -> GELU -> GRN -> Linear -> BN -> scale, residual.
+
+    Args:
+        dim: Channels.
+        kernel_size: Mixer kernel: ``>= 7`` Dilated Reparam Block (or ``mixer``), 3/5 plain
+            depthwise conv, 0 identity.
+        drop_path: Stochastic-depth rate of the residual branch.
+        layer_scale_init_value: Initial layer scale; ``None`` or ``<= 0`` disables it.
+        deploy: Build the fused (inference) form directly.
+        ffn_factor: Hidden width multiplier of the FFN.
+        mixer: Name for :func:`largekernel.nn.mixers.create_mixer` used instead of the DRB for
+            ``kernel_size >= 7``.
+
+    Example:
+        >>> UniRepLKNetBlock(16, 13)(torch.randn(1, 16, 9, 9)).shape
+        torch.Size([1, 16, 9, 9])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float | None = 1e-6,
+        deploy: bool = False,
+        ffn_factor: int = 4,
+        mixer: str | None = None,
+    ):
+        super().__init__()
+        if kernel_size == 0:
+            self.dwconv: nn.Module = nn.Identity()
+        elif kernel_size >= 7 and mixer is not None:
+            from largekernel.nn.mixers import create_mixer  # lazy: optional operator zoo
+
+            self.dwconv = create_mixer(mixer, dim, kernel_size)
+        elif kernel_size >= 7:
+            self.dwconv = DilatedReparamConv(dim, kernel_size, deploy=deploy)
+        elif kernel_size in (3, 5):
+            self.dwconv = Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=deploy)
+        else:
+            raise ValueError(f"kernel_size must be 0, 3, 5 or >= 7 (DRB table), got {kernel_size!r}")
+        self.kernel_size = kernel_size
+        # a foldable BN exists unless deployed into a conv; an identity or foreign mixer keeps it
+        # in deploy form too, since there is no conv to fold it into
+        foldable = kernel_size in (3, 5) or (kernel_size >= 7 and mixer is None)
+        self.norm: nn.Module = nn.Identity() if (deploy and foldable) else nn.BatchNorm2d(dim)
+        self.se = SqueezeExcite(dim, dim // 4)
+        ffn_dim = int(ffn_factor * dim)
+        self.pwconv1 = nn.Sequential(_ToChannelsLast(), nn.Linear(dim, ffn_dim))
+        self.act = nn.Sequential(nn.GELU(), GRN(ffn_dim, use_bias=not deploy))
+        if deploy:
+            self.pwconv2 = nn.Sequential(nn.Linear(ffn_dim, dim), _ToChannelsFirst())
+        else:
+            self.pwconv2 = nn.Sequential(nn.Linear(ffn_dim, dim, bias=False), _ToChannelsFirst(), nn.BatchNorm2d(dim))
+        use_gamma = not deploy and layer_scale_init_value is not None and layer_scale_init_value > 0
+        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value))) if use_gamma else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(self.norm(self.dwconv(x)))
+        y = self.pwconv2(self.act(self.pwconv1(y)))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return self.drop_path(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.residual(x)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold BNs, GRN beta and the layer scale into convs/linears (official deploy layout). Idempotent."""
+        if hasattr(self.dwconv, "reparameterize"):
+            self.dwconv.reparameterize()
+        if isinstance(self.norm, nn.BatchNorm2d):
+            conv = None
+            if isinstance(self.dwconv, DilatedReparamConv) and self.dwconv.deploy:
+                conv, owner, attr = self.dwconv.lk_origin, self.dwconv, "lk_origin"
+            elif isinstance(self.dwconv, nn.Conv2d):
+                conv, owner, attr = self.dwconv, self, "dwconv"
+            if conv is not None:
+                w, b = fuse_conv_bn(conv.weight, conv.bias, self.norm)
+                fused = Conv2d(
+                    conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, device=w.device, dtype=w.dtype,
+                )
+                fused.weight.copy_(w)
+                fused.bias.copy_(b)
+                setattr(owner, attr, fused)
+                self.norm = nn.Identity()
+        if len(self.pwconv2) == 3:
+            linear, bn = self.pwconv2[0], self.pwconv2[2]
+            grn = self.act[1]
+            wdtype = linear.weight.dtype
+            cd = compute_dtype(wdtype)
+            weight = linear.weight.to(cd)
+            bias = linear.bias.to(cd) if linear.bias is not None else torch.zeros(weight.shape[0], dtype=cd, device=weight.device)
+            if grn.beta is not None:
+                # GRN adds beta after the normalisation; through the linear it is a constant W @ beta
+                bias = bias + weight @ grn.beta.reshape(-1).to(cd)
+                grn.beta = None
+            w2, b2 = fuse_conv_bn(weight, bias, bn)
+            if self.gamma is not None:
+                scale = self.gamma.to(cd)
+                w2, b2 = w2 * scale[:, None], b2 * scale
+                self.gamma = None
+            new = nn.Linear(linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=wdtype)
+            new.weight.copy_(w2.to(wdtype))
+            new.bias.copy_(b2.to(wdtype))
+            self.pwconv2 = nn.Sequential(new, self.pwconv2[1])
+
+
+class UniRepLKNet(nn.Module):
+    """UniRepLKNet image classifier / backbone (official key layout).
+
+    Args:
+        in_chans: Input channels.
+        num_classes: Classes of the linear head (0 = no head, pooled features).
+        depths: Blocks per stage (4 stages).
+        dims: Channels per stage.
+        kernel_sizes: One sequence per stage with one kernel per block (0 = identity mixer);
+            default: the published choice for ``depths``.
+        drop_path_rate: Final stochastic-depth rate (linear over blocks).
+        layer_scale_init_value: Initial layer scale.
+        head_init_scale: Multiplier of the initial head weight and bias.
+        deploy: Build the fused inference form directly.
+        features_only: Drop the head; ``forward`` returns the stage maps of ``out_indices``.
+        out_indices: Stages returned with ``features_only``.
+        mixer: Optional name of a spatial mixer (``largekernel.nn.mixers.create_mixer``) used in
+            blocks with kernel ``>= 7`` instead of the Dilated Reparam Block.
+
+    Example:
+        >>> m = UniRepLKNet(num_classes=10, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32),
+        ...                 kernel_sizes=((3,), (7,), (7,), (0,)))
+        >>> m(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths: Sequence[int] = (3, 3, 27, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        kernel_sizes: Sequence[Sequence[int]] | None = None,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float | None = 1e-6,
+        head_init_scale: float = 1.0,
+        deploy: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        mixer: str | None = None,
+    ):
+        super().__init__()
+        depths, dims = tuple(depths), tuple(dims)
+        if len(depths) != 4 or len(dims) != 4:
+            raise ValueError(f"depths and dims must have 4 entries, got depths={depths}, dims={dims}")
+        if any(not isinstance(d, int) or d < 0 for d in depths):
+            raise ValueError(f"depths must be non-negative ints, got {depths}")
+        if any(not isinstance(d, int) or d <= 0 for d in dims):
+            raise ValueError(f"dims must be positive ints, got {dims}")
+        if not isinstance(in_chans, int) or in_chans <= 0:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        if kernel_sizes is None:
+            kernel_sizes = default_kernel_sizes(depths)
+        kernel_sizes = tuple(tuple(int(k) for k in ks) for ks in kernel_sizes)
+        if len(kernel_sizes) != 4 or any(len(ks) != d for ks, d in zip(kernel_sizes, depths)):
+            raise ValueError(
+                f"kernel_sizes must have one entry per block of each stage (depths={depths}), got {kernel_sizes}"
+            )
+        self.depths, self.dims, self.kernel_sizes = depths, dims, kernel_sizes
+        self.num_classes = num_classes
+        self.num_features = dims[-1]
+        self.grad_checkpointing = False
+
+        stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0] // 2, 3, 2, 1),
+            LayerNorm2d(dims[0] // 2, eps=1e-6),
+            nn.GELU(),
+            nn.Conv2d(dims[0] // 2, dims[0], 3, 2, 1),
+            LayerNorm2d(dims[0], eps=1e-6),
+        )
+        self.downsample_layers = nn.ModuleList([stem])
+        for i in range(3):
+            self.downsample_layers.append(
+                nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1), LayerNorm2d(dims[i + 1], eps=1e-6))
+            )
+        rates = _linspace(drop_path_rate, sum(depths))
+        self.stages = nn.ModuleList()
+        cur = 0
+        for i in range(4):
+            blocks = [
+                UniRepLKNetBlock(
+                    dims[i], kernel_sizes[i][j], rates[cur + j], layer_scale_init_value, deploy, mixer=mixer
+                )
+                for j in range(depths[i])
+            ]
+            self.stages.append(nn.Sequential(*blocks))
+            cur += depths[i]
+
+        self.features_only = features_only
+        self._feature_info = FeatureInfo(
+            [dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}") for i in range(4)]
+        )
+        if features_only:
+            self.feature_info = self._feature_info.select(out_indices)
+            self.out_indices = self.feature_info.out_indices
+            self.norm = None
+            self.head = None
+        else:
+            self.feature_info = self._feature_info
+            self.out_indices = tuple(range(4))
+            self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+            self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        # operators from the mixer zoo keep their own initialisation
+        foreign = set()
+        if mixer is not None:
+            for stage in self.stages:
+                for block in stage:
+                    if not isinstance(block.dwconv, (nn.Identity, DilatedReparamConv, nn.Conv2d)):
+                        foreign.update(id(m) for m in block.dwconv.modules())
+        for m in self.modules():
+            if id(m) not in foreign:
+                self._init_weights(m)
+        if isinstance(self.head, nn.Linear):
+            with torch.no_grad():
+                self.head.weight.mul_(head_init_scale)
+                self.head.bias.mul_(head_init_scale)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ----- timm contract -------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (torch.utils.checkpoint) to save memory."""
+        self.grad_checkpointing = bool(enable)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be weight-decayed (layer scales, GRN, norms, biases)."""
+        names = set()
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if p.ndim <= 1 or leaf in ("gamma", "beta"):
+                names.add(name)
+        return names
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh ``num_classes`` linear layer (0 = identity)."""
+        if self.features_only:
+            raise RuntimeError("reset_classifier is not available with features_only=True")
+        self.num_classes = num_classes
+        ref = self.norm.weight
+        self.head = (
+            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes > 0
+            else nn.Identity()
+        )
+        if isinstance(self.head, nn.Linear):
+            self._init_weights(self.head)
+
+    def _run_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample_layers[i](x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.stages[i]:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.stages[i](x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and all stages: ``(N, C, H, W) -> (N, dims[-1], H/32, W/32)``."""
+        for i in range(4):
+            x = self._run_stage(i, x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool -> LayerNorm -> Linear (skipped with ``pre_logits``)."""
+        if self.features_only:
+            raise RuntimeError("the model was built with features_only=True and has no head")
+        x = self.norm(x.mean(dim=(-2, -1)))
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Stage outputs (NCHW) for ``indices`` (stage ids, or an int = the last n stages)."""
+        if indices is None:
+            indices = self.out_indices
+        elif isinstance(indices, int):
+            if not 1 <= indices <= 4:
+                raise ValueError(f"indices as an int must be in 1..4 (last n stages), got {indices}")
+            indices = tuple(range(4 - indices, 4))
+        wanted = FeatureInfo(self._feature_info.entries, indices).out_indices
+        feats = []
+        for i in range(max(wanted) + 1):
+            x = self._run_stage(i, x)
+            if i in wanted:
+                feats.append(x)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x, self.out_indices)
+        return self.forward_head(self.forward_features(x))
+
+
+def _make_entrypoint(variant: str):
+    def entrypoint(
+        pretrained: bool = False,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths: Sequence[int] | None = None,
+        dims: Sequence[int] | None = None,
+        kernel_sizes: Sequence[Sequence[int]] | None = None,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float | None = 1e-6,
+        head_init_scale: float = 1.0,
+        deploy: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        mixer: str | None = None,
+    ) -> UniRepLKNet:
+        if pretrained:
+            raise ValueError(
+                "pretrained=True is not supported offline; build the model and use "
+                "largekernel.load_checkpoint(model, path) with a downloaded checkpoint"
+            )
+        d0, c0 = UNIREPLKNET_CONFIGS[variant]
+        return UniRepLKNet(
+            in_chans=in_chans,
+            num_classes=num_classes,
+            depths=d0 if depths is None else depths,
+            dims=c0 if dims is None else dims,
+            kernel_sizes=kernel_sizes,
+            drop_path_rate=drop_path_rate,
+            layer_scale_init_value=layer_scale_init_value,
+            head_init_scale=head_init_scale,
+            deploy=deploy,
+            features_only=features_only,
+            out_indices=out_indices,
+            mixer=mixer,
+        )
+
+    entrypoint.__name__ = entrypoint.__qualname__ = f"unireplknet_{variant}"
+    depths, dims = UNIREPLKNET_CONFIGS[variant]
+    entrypoint.__doc__ = f"UniRepLKNet-{variant.upper()}: depths {depths}, dims {dims}."
+    return register_model(entrypoint)
+
+
+for _variant in UNIREPLKNET_CONFIGS:
+    globals()[f"unireplknet_{_variant}"] = _make_entrypoint(_variant)
+del _variant

@@ -1,1 +1,30 @@
-"""The convolution engine: one dispatcher over native, FFT and compiled implementations."""
+"""The convolution engine: one dispatcher over native, FFT and compiled implementations.
+
+Public API:
+    conv: drop-in for ``F.conv1d/2d/3d`` routed to the fastest implementation.
+    explain: which implementations ``conv`` would pick for given shapes, and why.
+    force_impl: context manager forcing implementations (tests/benchmarks).
+    set_autotune / get_autotune / deterministic / clear_autotune_cache: autotuning control.
+    Plan: the dispatcher's decision.
+"""
+
+from largekernel.ops.conv import conv, explain
+from largekernel.ops.dispatch import (
+    Plan,
+    clear_autotune_cache,
+    deterministic,
+    force_impl,
+    get_autotune,
+    set_autotune,
+)
+
+__all__ = [
+    "conv",
+    "explain",
+    "Plan",
+    "force_impl",
+    "set_autotune",
+    "get_autotune",
+    "deterministic",
+    "clear_autotune_cache",
+]

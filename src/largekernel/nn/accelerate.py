@@ -1,0 +1,68 @@
+"""``accelerate(model)``: run every plain torch convolution of any model on the engine."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from torch import nn
+
+from largekernel.nn.conv import ENGINE_CONV_CLASSES, TORCH_TO_ENGINE
+
+__all__ = ["accelerate"]
+
+logger = logging.getLogger(__name__)
+
+
+def accelerate(model: nn.Module, *, inplace: bool = True, min_kernel_size: int = 1) -> nn.Module:
+    """Make every ``nn.Conv1d/2d/3d`` in ``model`` run on the largekernel engine.
+
+    Only modules whose class is *exactly* torch's ``Conv1d/Conv2d/Conv3d`` are converted (a subclass
+    may override ``forward`` with something the engine does not know about); modules that already
+    are engine convs are left alone, so the call is idempotent. Conversion re-classes the module
+    object itself, so it is the same module with the same ``Parameter`` objects (optimiser state
+    stays valid), buffers, hooks, training mode, device and dtype; shared modules stay shared.
+    Outputs are unchanged up to floating-point rounding.
+
+    Args:
+        model: any ``nn.Module`` (the model itself may be a conv).
+        inplace: convert ``model`` itself (default); if False a deep copy is converted and returned.
+        min_kernel_size: only convert convolutions whose largest kernel dimension is at least this
+            (e.g. 7 to leave 1x1/3x3 convs to PyTorch).
+
+    Returns:
+        The converted model (``model`` itself when ``inplace``).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``min_kernel_size`` is not a positive int.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(16, 16, 13, padding=6, groups=16), nn.Conv2d(16, 32, 1))
+        >>> net = accelerate(net)
+        >>> type(net[0]).__module__
+        'largekernel.nn.conv'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(min_kernel_size, bool) or not isinstance(min_kernel_size, int) or min_kernel_size < 1:
+        raise ValueError(f"min_kernel_size must be a positive int, got {min_kernel_size!r}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    converted = skipped = 0
+    for module in model.modules():  # modules() de-duplicates shared modules
+        target = TORCH_TO_ENGINE.get(type(module))
+        if target is None:
+            if isinstance(module, ENGINE_CONV_CLASSES):
+                continue
+            if isinstance(module, tuple(TORCH_TO_ENGINE)):
+                skipped += 1  # a foreign subclass: its forward may differ, leave it alone
+            continue
+        if max(module.kernel_size) < min_kernel_size:
+            continue
+        # Same object, new class: parameters, buffers, hooks and attributes are untouched. The
+        # engine classes add no state, so this is exactly equivalent to building a new module.
+        module.__class__ = target
+        converted += 1
+    logger.info("accelerate: converted %d convolution(s), left %d foreign subclass(es)", converted, skipped)
+    return model

@@ -1,0 +1,182 @@
+"""The engine's ``torch.autograd.Function``: any forward implementation plus a fast backward.
+
+Backward maths (per spatial dimension, kernel extent ``E = d*(K-1)+1``, symmetric padding ``p``):
+
+* ``grad_input`` is a *forward* convolution of the output gradient with the kernel flipped in
+  space and transposed per group (``(C_out, C_in/g, K) -> (C_in, C_out/g, K)``), padded by
+  ``E-1-p`` on the left and ``E-1-p+r`` on the right, where ``r`` is the tail of the padded input
+  that no output touched. Stride > 1 is handled by zero-inserting the gradient first. Negative
+  pads crop. This lets grad_input use whichever forward path is fastest (e.g. channels-last oneDNN).
+* ``grad_weight`` is the batch-summed correlation of the padded input with the gradient: compiled
+  kernel, FFT, or PyTorch's own ``convolution_backward``.
+* ``grad_bias`` is the sum of the gradient over batch and space.
+
+When a graph of the backward is requested (``create_graph=True``), backward switches to fully
+differentiable PyTorch ops so double-backward keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from largekernel.nn.fusion import dilate_kernel
+from largekernel.ops import native
+from largekernel.ops.fft import _pad_arg, fft_conv, fft_conv_grad_weight
+from largekernel.ops.validation import ConvArgs
+
+__all__ = ["EngineConvFunction", "run_forward", "compute_grad_input", "compute_grad_weight"]
+
+
+def run_forward(
+    impl: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """Run one forward implementation. ``padding`` holds (left, right) pairs; negative values crop."""
+    symmetric = all(lo == hi and lo >= 0 for lo, hi in padding)
+    if impl == "fft":
+        return fft_conv(x, weight, bias, stride, padding, dilation, groups)
+    if not symmetric:
+        x = F.pad(x, _pad_arg(padding))
+        padding = tuple((0, 0) for _ in padding)
+    sym = tuple(lo for lo, _ in padding)
+    if impl == "kernels":
+        mod = native.kernels_module()
+        if (
+            mod is not None
+            and callable(getattr(mod, "depthwise_forward", None))
+            and weight.shape[1] == 1
+            and weight.shape[0] == x.shape[1] == groups
+        ):
+            y = mod.depthwise_forward(x, weight, tuple(stride), sym, tuple(dilation))
+            if bias is not None:
+                y = y + bias.view(1, -1, *([1] * (weight.dim() - 2)))
+            return y
+        impl = "native_cl"  # e.g. the flipped kernel of a channel multiplier is not depthwise
+    if impl in ("native", "native_cl"):
+        return native.native_conv(x, weight, bias, stride, sym, dilation, groups, channels_last=impl == "native_cl")
+    raise ValueError(f"unknown forward implementation {impl!r}")
+
+
+def _flip_transpose(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    c_out, ipg = weight.shape[:2]
+    ks = weight.shape[2:]
+    opg = c_out // groups
+    wt = weight.reshape(groups, opg, ipg, *ks).transpose(1, 2).reshape(groups * ipg, opg, *ks)
+    return wt.flip(tuple(range(2, weight.dim())))
+
+
+def compute_grad_input(
+    impl: str,
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """Input gradient; ``impl`` is a forward implementation name or ``"aten"``."""
+    if impl == "aten":
+        return native.aten_grad_input(grad_output, x, weight, stride, padding, dilation, groups)
+    g = grad_output
+    if any(s > 1 for s in stride):
+        g = dilate_kernel(g, tuple(stride))  # zero insertion between output positions
+    pads = []
+    for n_in, k, s, p, d, n_out in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, grad_output.shape[2:]):
+        e = d * (k - 1) + 1
+        tail = n_in + 2 * p - ((n_out - 1) * s + e)
+        pads.append((e - 1 - p, e - 1 - p + tail))
+    wt = _flip_transpose(weight, groups)
+    return run_forward(impl, g, wt, None, (1,) * len(pads), tuple(pads), dilation, groups)
+
+
+def compute_grad_weight(
+    impl: str,
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """Weight gradient with implementation ``impl`` in {kernels, fft, aten, aten_cl}."""
+    if impl == "kernels":
+        mod = native.kernels_module()
+        if mod is not None and weight.shape[1] == 1 and weight.shape[0] == x.shape[1] == groups:
+            return mod.depthwise_grad_weight(
+                x, grad_output, tuple(weight.shape[2:]), tuple(stride), tuple(padding), tuple(dilation)
+            )
+        impl = "fft"
+    if impl == "fft":
+        return fft_conv_grad_weight(
+            x, grad_output, tuple(weight.shape[2:]), stride, tuple((p, p) for p in padding), dilation, groups
+        )
+    if impl in ("aten", "aten_cl"):
+        return native.aten_grad_weight(
+            grad_output, x, weight, stride, padding, dilation, groups, channels_last=impl == "aten_cl"
+        )
+    raise ValueError(f"unknown grad_weight implementation {impl!r}")
+
+
+class EngineConvFunction(torch.autograd.Function):
+    """Convolution with a pluggable forward and the fast backward described in the module docstring.
+
+    Inputs are batched and padding is symmetric (the public ``conv`` guarantees both). Computation
+    happens in ``plan.compute_dtype`` (float32 for half types on CPU); outputs and gradients come back
+    in the dtypes of the corresponding inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, args: ConvArgs, plan):  # type: ignore[override]
+        cdt = plan.compute_dtype
+        pads = args.padding
+        y = run_forward(
+            plan.forward,
+            x.to(cdt),
+            weight.to(cdt),
+            bias.to(cdt) if bias is not None else None,
+            args.stride,
+            pads,
+            args.dilation,
+            args.groups,
+        )
+        ctx.save_for_backward(x, weight)
+        ctx.args = args
+        ctx.plan = plan
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        args: ConvArgs = ctx.args
+        plan = ctx.plan
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        cdt = plan.compute_dtype
+        g = grad_output.to(cdt)
+        xc, wc = x.to(cdt), weight.to(cdt)
+        pad = args.sym_padding
+        gi = gw = gb = None
+        if torch.is_grad_enabled():
+            # create_graph=True: stay on differentiable PyTorch ops (the compiled kernels are not)
+            gi_impl, gw_impl = "aten", "aten"
+        else:
+            gi_impl, gw_impl = plan.grad_input, plan.grad_weight
+        if need_x:
+            gi = compute_grad_input(gi_impl, g, xc, wc, args.stride, pad, args.dilation, args.groups).to(x.dtype)
+        if need_w:
+            gw = compute_grad_weight(gw_impl, g, xc, wc, args.stride, pad, args.dilation, args.groups)
+            gw = gw.to(weight.dtype)
+        if need_b:
+            gb = g.sum(dim=(0, *range(2, g.dim()))).to(ctx.bias_dtype)
+        return gi, gw, gb, None, None

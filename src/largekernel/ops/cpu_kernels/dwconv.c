@@ -1,0 +1,50 @@
+/*
+ * Compiled CPU kernels for depthwise convolution (largekernel.ops.cpu_kernels).
+ *
+ * Plain C11 with GCC vector extensions: a 64-byte vector type maps onto one AVX-512 register,
+ * or two AVX2 registers, so the same source serves both; tile sizes shrink without AVX-512 so
+ * that the register-blocked accumulators still fit in 16 registers. No OpenMP and no threads
+ * here: every entry point processes a [t0, t1) range of independent tasks and the Python side
+ * runs ranges concurrently (ctypes releases the GIL).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef ptrdiff_t idx;
+
+#if defined(__AVX512F__)
+#define GW_WB 4      /* outputs per grad-weight register tile */
+#define GW_JB_MAX 8  /* taps (accumulators) per grad-weight register tile */
+#define FW_WB 12     /* outputs (accumulators) per forward register tile */
+#define FW_JB 4      /* taps per forward register tile */
+#else
+#define GW_WB 2
+#define GW_JB_MAX 8
+#define FW_WB 4
+#define FW_JB 2
+#endif
+#define GW_CHUNK 128 /* output columns per L1-resident chunk of a row */
+#define PACK_BLOCK 256 /* columns per L1-resident block when packing */
+
+typedef float v16sf __attribute__((vector_size(64)));
+typedef double v8df __attribute__((vector_size(64)));
+
+#define T float
+#define VT v16sf
+#define NAME(x) x##_f32
+#include "dwconv_impl.h"
+#undef T
+#undef VT
+#undef NAME
+
+#define T double
+#define VT v8df
+#define NAME(x) x##_f64
+#include "dwconv_impl.h"
+#undef T
+#undef VT
+#undef NAME
+
+/* ABI version of this library, checked by the loader. */
+int lk_dwconv_abi_version(void) { return 1; }

@@ -1,0 +1,361 @@
+"""Choosing an implementation: heuristics from measurements, forcing, autotuning, explain().
+
+Measured on the project's 2-core AVX-512 CPU (torch 2.13, float32; see the engine's report):
+
+* depthwise 2-D forward: oneDNN channels-last is near peak for every K (B=8,C=64,56²: K=17 4 ms,
+  K=31 11 ms) while NCHW falls off a cliff above K=13 (229 ms at K=17); NCHW only wins for tiny
+  kernels once the layout conversion is counted.
+* depthwise weight gradient: oneDNN's is slow in both layouts (K=17 ~200 ms, K=31 ~630 ms);
+  the batch-summed FFT correlation costs ~25-50 ms almost independently of K, and wins from K≈11.
+  The compiled kernels (when built) beat both.
+* 1-D depthwise (B=8,C=256,L=4096): NCL oneDNN is 150-2300 ms; the same conv as a channels-last
+  2-D conv with a (1,K) kernel is 30-60 ms; FFT (~60 ms, K-independent) wins for K ≳ 1000.
+* 3-D depthwise: channels-last wins for K ≤ 7; FFT does not pay off at 32³ for K ≤ 21.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from largekernel.ops import native
+from largekernel.ops.validation import ConvArgs
+
+__all__ = [
+    "Plan",
+    "FORWARD_IMPLS",
+    "GRAD_INPUT_IMPLS",
+    "GRAD_WEIGHT_IMPLS",
+    "choose_plan",
+    "force_impl",
+    "set_autotune",
+    "get_autotune",
+    "deterministic",
+    "clear_autotune_cache",
+]
+
+logger = logging.getLogger(__name__)
+
+FORWARD_IMPLS = ("native", "native_cl", "fft", "kernels")
+GRAD_INPUT_IMPLS = ("native", "native_cl", "fft", "kernels", "aten", "autograd")
+GRAD_WEIGHT_IMPLS = ("kernels", "fft", "aten", "aten_cl", "autograd")
+
+# Thresholds on the largest effective (dilated) kernel extent K, from the measurements above.
+DW_CUSTOM_MIN_K = {1: 4, 2: 4, 3: 4}  # depthwise below this: PyTorch autograd (channels-last) is fine
+DW_NCHW_MAX_K = {1: 13, 2: 13, 3: 0}  # NCHW-contiguous input: oneDNN NCHW forward up to this K
+DW_KERNELS_FWD_MIN_K = {1: 5, 2: 10**9, 3: 9}  # compiled forward wins from here (2-D: oneDNN NHWC is at peak)
+DW_FFT_FWD_MIN_K = {1: 2048, 2: 10**9, 3: 10**9}  # FFT forward (with compiled kernels available)
+DW_FFT_FWD_MIN_K_NO_KERNELS = {1: 512, 2: 10**9, 3: 13}  # FFT forward without compiled kernels
+DW_KERNELS_GW_MIN_K = {1: 4, 2: 4, 3: 4}  # compiled weight gradient from here
+DW_FFT_GW_MIN_K = {1: 64, 2: 11, 3: 9}  # FFT weight gradient from here (no compiled kernels)
+DENSE_FFT_MIN_K = {1: 64, 2: 21, 3: 11}  # dense / many channels per group: FFT from this K
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The implementations chosen for one convolution.
+
+    Attributes:
+        forward: one of ``FORWARD_IMPLS``.
+        grad_input: forward implementation reused for the flipped-kernel conv, ``"aten"`` (PyTorch's
+            convolution_backward) or ``"autograd"`` (PyTorch autograd through the forward).
+        grad_weight: ``"kernels"``, ``"fft"``, ``"aten"``, ``"aten_cl"`` or ``"autograd"``.
+        reason: why these were chosen.
+        compute_dtype: dtype the computation runs in.
+        autotuned: whether the choice came from timing candidates.
+    """
+
+    forward: str
+    grad_input: str
+    grad_weight: str
+    reason: str
+    compute_dtype: torch.dtype = torch.float32
+    autotuned: bool = False
+    key: tuple = field(default=(), compare=False, repr=False)
+
+    @property
+    def uses_autograd(self) -> bool:
+        """True when PyTorch's autograd differentiates the forward (no custom backward)."""
+        return self.grad_input == "autograd"
+
+    def __str__(self) -> str:
+        lines = [
+            f"forward:     {self.forward}",
+            f"grad_input:  {self.grad_input}",
+            f"grad_weight: {self.grad_weight}",
+            f"compute in:  {str(self.compute_dtype).replace('torch.', '')}"
+            + (" (autotuned)" if self.autotuned else ""),
+            f"reason:      {self.reason}",
+        ]
+        return "\n".join(lines)
+
+
+class _State(threading.local):
+    def __init__(self) -> None:
+        self.forced: dict[str, str] = {}
+        self.deterministic: bool = False
+
+
+_STATE = _State()
+_AUTOTUNE = [os.environ.get("LARGEKERNEL_AUTOTUNE", "0").lower() in ("1", "true", "yes", "on")]
+_TUNE_CACHE: dict[tuple, Plan] = {}
+_TUNE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def force_impl(forward: str | None = None, grad_input: str | None = None, grad_weight: str | None = None):
+    """Force implementations inside the block (for tests and benchmarks).
+
+    Args:
+        forward: one of ``FORWARD_IMPLS`` (``"kernels"`` falls back if unavailable).
+        grad_input: one of ``GRAD_INPUT_IMPLS``.
+        grad_weight: one of ``GRAD_WEIGHT_IMPLS``.
+
+    Example:
+        >>> with force_impl(forward="fft", grad_weight="fft"):
+        ...     y = largekernel.ops.conv(x, w, padding="same", groups=x.shape[1])  # doctest: +SKIP
+    """
+    for name, value, allowed in (
+        ("forward", forward, FORWARD_IMPLS),
+        ("grad_input", grad_input, GRAD_INPUT_IMPLS),
+        ("grad_weight", grad_weight, GRAD_WEIGHT_IMPLS),
+    ):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if (grad_input == "autograd") != (grad_weight == "autograd") and None not in (grad_input, grad_weight):
+        raise ValueError("grad_input and grad_weight must both be 'autograd' or neither")
+    old = dict(_STATE.forced)
+    new = {k: v for k, v in (("forward", forward), ("grad_input", grad_input), ("grad_weight", grad_weight)) if v}
+    _STATE.forced = {**old, **new}
+    try:
+        yield
+    finally:
+        _STATE.forced = old
+
+
+def set_autotune(enabled: bool) -> None:
+    """Enable/disable autotuning (also set by env ``LARGEKERNEL_AUTOTUNE=1``).
+
+    When enabled, the first call for each (shapes, hyper-parameters, dtype, device, grad) key times
+    the candidate implementations once and caches the fastest; deterministic mode disables it.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    _AUTOTUNE[0] = enabled
+
+
+def get_autotune() -> bool:
+    """Whether autotuning is enabled."""
+    return _AUTOTUNE[0]
+
+
+def clear_autotune_cache() -> None:
+    """Forget all autotuned choices."""
+    with _TUNE_LOCK:
+        _TUNE_CACHE.clear()
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True):
+    """Context manager: use the fixed heuristic table only (no autotuning) inside the block.
+
+    All engine implementations are deterministic run-to-run on CPU; this makes the *choice* of
+    implementation reproducible too.
+    """
+    old = _STATE.deterministic
+    _STATE.deterministic = bool(enabled)
+    try:
+        yield
+    finally:
+        _STATE.deterministic = old
+
+
+def _compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        return torch.float32  # oneDNN half paths are missing or slow on CPU; compute in fp32
+    return dtype
+
+
+def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArgs, requires_grad: bool) -> Plan:
+    """The fixed dispatch table (no timing)."""
+    nd = args.nd
+    k = args.max_kernel
+    cdt = _compute_dtype(x.dtype, x.device)
+    torch_plan = dict(grad_input="autograd", grad_weight="autograd", compute_dtype=x.dtype)
+
+    if x.device.type != "cpu":
+        # CUDA & co: cuDNN is good at moderate kernels; FFT only for very long kernels.
+        if k >= DENSE_FFT_MIN_K[nd] * 4:
+            return Plan("fft", "fft", "fft", f"{x.device.type}: kernel extent {k} is very large -> FFT", cdt)
+        return Plan("native", reason=f"{x.device.type}: vendor library", **torch_plan)
+
+    grouped = args.groups > 1 and args.in_per_group <= 4
+    if not grouped:
+        if k >= DENSE_FFT_MIN_K[nd]:
+            return Plan(
+                "fft", "fft", "fft",
+                f"dense {nd}-D conv with kernel extent {k} >= {DENSE_FFT_MIN_K[nd]}: FFT is cheaper than direct",
+                cdt,
+            )
+        if cdt != x.dtype:
+            return Plan("native", "native", "aten", f"{x.dtype} on CPU: computed in float32 by PyTorch", cdt)
+        return Plan("native", reason=f"dense {nd}-D conv with small kernel ({k}): PyTorch/oneDNN", **torch_plan)
+
+    # depthwise (1 input channel per group, any channel multiplier) or few channels per group
+    why = [f"depthwise-like {nd}-D conv (groups={args.groups}, {args.in_per_group} in-ch/group, "
+           f"{args.out_per_group} out-ch/group), kernel extent {k}"]
+    # the compiled kernels see the compute dtype (half types are computed in float32)
+    xk = x if cdt == x.dtype else torch.zeros((), dtype=cdt).expand(tuple(x.shape))
+    kern_fwd = native.kernels_forward_ok(xk, weight_shape, args)
+    kern_gw = native.kernels_grad_weight_ok(xk, weight_shape, args)
+    is_cl = _is_channels_last(x)
+    if kern_fwd and k >= DW_FFT_FWD_MIN_K[nd] or not kern_fwd and k >= DW_FFT_FWD_MIN_K_NO_KERNELS[nd]:
+        fwd = "fft"
+        why.append("forward: FFT (cost independent of K)")
+    elif kern_fwd and k >= DW_KERNELS_FWD_MIN_K[nd]:
+        fwd = "kernels"
+        why.append("forward: compiled depthwise kernel")
+    elif not is_cl and k <= DW_NCHW_MAX_K[nd]:
+        fwd = "native"
+        why.append(f"forward: oneDNN in the input's NC* layout (K <= {DW_NCHW_MAX_K[nd]})")
+    else:
+        fwd = "native_cl"
+        why.append("forward: oneDNN channels-last" + (" (input already channels-last)" if is_cl else ""))
+    if not requires_grad:
+        return Plan(fwd, "none", "none", "; ".join(why) + "; no grad needed", cdt)
+    if k < DW_CUSTOM_MIN_K[nd] and cdt == x.dtype and fwd in ("native", "native_cl"):
+        if nd > 1:
+            fwd = "native_cl"
+        why.append("tiny kernel: PyTorch autograd through the channels-last conv" if nd > 1 else "tiny kernel: PyTorch autograd")
+        return Plan(fwd, reason="; ".join(why), **torch_plan)
+    gi = fwd
+    why.append("grad_input: forward conv with the flipped kernel")
+    if kern_gw and k >= DW_KERNELS_GW_MIN_K[nd]:
+        gw = "kernels"
+        why.append("grad_weight: compiled kernel")
+    elif k >= DW_FFT_GW_MIN_K[nd]:
+        gw = "fft"
+        why.append(f"grad_weight: FFT correlation (K >= {DW_FFT_GW_MIN_K[nd]})")
+    else:
+        gw = "aten_cl"
+        why.append("grad_weight: PyTorch channels-last backward")
+    return Plan(fwd, gi, gw, "; ".join(why), cdt)
+
+
+def _is_channels_last(x) -> bool:
+    try:
+        if x.dim() == 4:
+            return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if x.dim() == 5:
+            return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    except (AttributeError, RuntimeError):
+        pass
+    return False
+
+
+def _apply_forced(plan: Plan, x: torch.Tensor) -> Plan:
+    forced = _STATE.forced
+    fwd = forced.get("forward", plan.forward)
+    gi = forced.get("grad_input", plan.grad_input)
+    gw = forced.get("grad_weight", plan.grad_weight)
+    if gi == "none":
+        gi = fwd
+    if gw == "none":
+        gw = "aten"
+    if (gi == "autograd") != (gw == "autograd"):
+        # a partially forced plan cannot mix autograd with a custom backward
+        if gi == "autograd":
+            gi = fwd
+        else:
+            gw = "aten"
+    cdt = x.dtype if gi == "autograd" and fwd in ("native", "native_cl") else _compute_dtype(x.dtype, x.device)
+    return Plan(fwd, gi, gw, f"forced by force_impl({forced})", cdt, key=plan.key)
+
+
+def _time(fn, repeats: int = 2) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan, requires_grad: bool) -> Plan:
+    from largekernel.ops.autograd import compute_grad_weight, run_forward  # noqa: PLC0415
+
+    cdt = base.compute_dtype
+    xs = torch.randn(x.shape, dtype=cdt, device=x.device)
+    ws = torch.randn(weight.shape, dtype=cdt, device=x.device)
+    fwd_cands = ["native", "native_cl", "fft"]
+    if native.kernels_forward_ok(xs, tuple(weight.shape), args):
+        fwd_cands.append("kernels")
+    times = {}
+    with torch.no_grad():
+        for impl in fwd_cands:
+            try:
+                times[impl] = _time(
+                    lambda impl=impl: run_forward(impl, xs, ws, None, args.stride, args.padding, args.dilation, args.groups)
+                )
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is simply not chosen
+                logger.debug("autotune: forward %s failed: %s", impl, exc)
+        fwd = min(times, key=times.get)
+        reason = "autotuned forward " + ", ".join(f"{k}={v * 1e3:.2f}ms" for k, v in times.items())
+        if not requires_grad:
+            return Plan(fwd, "none", "none", reason, cdt, autotuned=True, key=base.key)
+        gy = run_forward(fwd, xs, ws, None, args.stride, args.padding, args.dilation, args.groups)
+        gw_cands = ["fft", "aten", "aten_cl"]
+        if native.kernels_grad_weight_ok(xs, tuple(weight.shape), args):
+            gw_cands.append("kernels")
+        gtimes = {}
+        for impl in gw_cands:
+            try:
+                gtimes[impl] = _time(
+                    lambda impl=impl: compute_grad_weight(
+                        impl, gy, xs, ws, args.stride, args.sym_padding, args.dilation, args.groups
+                    ),
+                    repeats=1,
+                )
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("autotune: grad_weight %s failed: %s", impl, exc)
+    gw = min(gtimes, key=gtimes.get)
+    reason += "; grad_weight " + ", ".join(f"{k}={v * 1e3:.2f}ms" for k, v in gtimes.items())
+    gi = fwd
+    return Plan(fwd, gi, gw, reason, cdt, autotuned=True, key=base.key)
+
+
+def choose_plan(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, requires_grad: bool) -> Plan:
+    """Pick the plan for a (validated) convolution: forced > autotuned (cached) > heuristic."""
+    key = (
+        tuple(x.shape), tuple(weight.shape), args.stride, args.padding, args.dilation, args.groups,
+        x.dtype, x.device.type, requires_grad,
+    )
+    plan = heuristic_plan(x, tuple(weight.shape), args, requires_grad)
+    plan = Plan(plan.forward, plan.grad_input, plan.grad_weight, plan.reason, plan.compute_dtype, key=key)
+    if _STATE.forced:
+        return _apply_forced(plan, x)
+    tunable = args.groups > 1 or args.max_kernel >= DENSE_FFT_MIN_K[args.nd]
+    if _AUTOTUNE[0] and not _STATE.deterministic and tunable:
+        with _TUNE_LOCK:
+            cached = _TUNE_CACHE.get(key)
+        if cached is not None:
+            return cached
+        try:
+            tuned = _autotune(x, weight, args, plan, requires_grad)
+        except Exception as exc:  # noqa: BLE001 - autotuning must never break a forward pass
+            logger.warning("autotune failed (%s); using the heuristic plan", exc)
+            tuned = plan
+        with _TUNE_LOCK:
+            _TUNE_CACHE[key] = tuned
+        logger.info("autotuned %s -> %s/%s/%s", key, tuned.forward, tuned.grad_input, tuned.grad_weight)
+        return tuned
+    return plan

@@ -1,0 +1,624 @@
+"""The training loop: data, model, optimiser, schedule, EMA, AMP, DDP, checkpoints, artefacts.
+
+Determinism and exact resumption: the data order of epoch ``e`` is a pure function of
+``(seed, e)`` (``DistributedSampler`` with ``set_epoch``), the data loader gets its own
+generator, and every checkpoint stores all RNG states plus the number of batches already
+consumed in the current epoch. On resume those batches are skipped without being loaded, so
+a run killed at any point and resumed ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from largekernel.train import checkpointing as ckpt
+from largekernel.train.config import TrainConfig
+from largekernel.train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    sync_bn_stats,
+)
+from largekernel.train.ema import ModelEma
+from largekernel.train.logging_utils import MetricsLogger, format_table, progress
+from largekernel.train.metrics import ClassificationMeter
+from largekernel.train.mixup import Mixup, soft_target_cross_entropy
+from largekernel.train.optim import build_optimizer
+from largekernel.train.schedule import WarmupCosineSchedule
+
+__all__ = ["Trainer", "TrainingInterrupted", "train", "evaluate_model", "resolve_device",
+           "data_info_dict", "save_deploy_checkpoint", "DEPLOY_NAME", "TRAIN_CKPT_NAME"]
+
+log = logging.getLogger(__name__)
+
+DEPLOY_NAME = "model.safetensors"
+TRAIN_CKPT_NAME = "train_checkpoint.pt"
+FORMAT = "largekernel-train-v1"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after SIGINT/SIGTERM once a checkpoint has been written."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        self.signum = signum
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"training stopped by {name}; checkpoint saved to {checkpoint} "
+                         f"(continue with --resume)")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; anything else is validated by torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def data_info_dict(info: Any, spec: str) -> dict[str, Any]:
+    """Plain-data description of a data set (stored in checkpoints for evaluate/predict)."""
+    if info is None:
+        raise ValueError("the training data set has no .info (DatasetInfo); pass data_info explicitly")
+    if isinstance(info, dict):
+        d = dict(info)
+    else:
+        d = {k: getattr(info, k) for k in ("name", "num_classes", "in_chans", "image_size",
+                                           "class_names", "mean", "std")}
+    d["spec"] = d.get("spec", spec)
+    d["class_names"] = [str(c) for c in d.get("class_names") or range(int(d["num_classes"]))]
+    d["mean"] = [float(v) for v in d["mean"]]
+    d["std"] = [float(v) for v in d["std"]]
+    d["num_classes"] = int(d["num_classes"])
+    d["in_chans"] = int(d["in_chans"])
+    d["image_size"] = int(d["image_size"])
+    return d
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
+                   amp: str = "none", *, distributed: bool = False, show_progress: bool = False
+                   ) -> dict[str, Any]:
+    """Loss, top-1/top-5, per-class accuracy and confusion matrix of ``model`` on ``loader``.
+
+    With ``distributed=True`` each rank's counts are summed over ranks (every rank should see a
+    disjoint shard of the evaluation set).
+    """
+    was_training = model.training
+    model.eval()
+    meter = ClassificationMeter(num_classes)
+    for x, y in progress(loader, total=len(loader), desc="eval", disable=not show_progress):
+        x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        meter.update(logits, y, float(F.cross_entropy(logits, y)))
+    if distributed:
+        meter.load_merged(all_reduce_sum(meter.merge_tensor()))
+    model.train(was_training)
+    return meter.compute()
+
+
+def save_deploy_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Reparameterise a copy of ``model`` and save it with ``largekernel.checkpoint.save_checkpoint``."""
+    from largekernel.checkpoint import save_checkpoint
+    from largekernel.reparam import reparameterize
+
+    deploy = reparameterize(model, inplace=False)
+    deploy.eval()
+    save_checkpoint(deploy, path, metadata=metadata)
+    return Path(path)
+
+
+class _SignalGuard:
+    """Turns SIGINT/SIGTERM into a flag checked between optimiser steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # second signal: give up waiting for the step to finish
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received %s: saving a checkpoint after the current step",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Trains a classifier as described by a :class:`TrainConfig`.
+
+    Args:
+        cfg: The run configuration.
+        model: Optional pre-built model (default: ``create_model(cfg.model, **cfg.model_kwargs)``
+            with ``num_classes``/``in_chans`` from the data set).
+        train_set, eval_set: Optional data sets of ``(CHW tensor, int)`` (default: built from
+            ``cfg.data`` with ``largekernel.data.build_dataset``).
+        data_info: Data-set description (default: ``train_set.info``).
+        model_config: ``{"name", "kwargs"}`` to rebuild the model (default:
+            ``model.largekernel_config``).
+
+    Example:
+        >>> from largekernel.train import Trainer, TrainConfig
+        >>> summary = Trainer(TrainConfig(epochs=1)).fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: TrainConfig, *, model: nn.Module | None = None,
+                 train_set: Dataset | None = None, eval_set: Dataset | None = None,
+                 data_info: Any = None, model_config: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg.validate()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of "
+                             f"processes ({self.dist.world_size})")
+        self.local_batch = cfg.batch_size // self.dist.world_size
+        self.out_dir = self._resolve_output()
+        self._build_data(train_set, eval_set, data_info)
+        self._build_model(model, model_config)
+        self._build_optimisation()
+        self.logger = MetricsLogger(self.out_dir, enabled=self.dist.is_main,
+                                    tensorboard=cfg.tensorboard)
+        self.show_progress = self.dist.is_main and not cfg.quiet
+        self.epoch = 0
+        self.step = 0
+        self.batch_in_epoch = 0
+        self.train_loss_sum = 0.0
+        self.train_count = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+
+    # ------------------------------------------------------------------ set-up
+    def _resolve_output(self) -> Path:
+        cfg = self.cfg
+        if cfg.output:
+            out = Path(cfg.output)
+        else:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / (cfg.name or f"{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-{stamp}")
+            out = Path(broadcast_object(str(out)))  # all ranks must agree on one timestamp
+        if self.dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def _build_data(self, train_set: Dataset | None, eval_set: Dataset | None, data_info: Any) -> None:
+        cfg = self.cfg
+        if train_set is None or eval_set is None:
+            from largekernel.data import build_dataset
+
+            kw = dict(image_size=cfg.image_size, seed=cfg.seed, root=cfg.data_root)
+            if train_set is None:
+                train_set = build_dataset(cfg.data, "train", augment=cfg.augment, **kw)
+            if eval_set is None:
+                eval_set = build_dataset(cfg.data, cfg.eval_split, augment=False, **kw)
+        info = data_info if data_info is not None else getattr(train_set, "info", None)
+        self.data_info = data_info_dict(info, cfg.data)
+        if cfg.train_subset:
+            train_set = Subset(train_set, range(min(cfg.train_subset, len(train_set))))
+        if cfg.eval_subset:
+            eval_set = Subset(eval_set, range(min(cfg.eval_subset, len(eval_set))))
+        if len(train_set) < cfg.batch_size:
+            raise ValueError(f"batch_size ({cfg.batch_size}) is larger than the training set "
+                             f"({len(train_set)} samples)")
+        self.train_set, self.eval_set = train_set, eval_set
+        # DistributedSampler also in single-process runs: one code path for the data order
+        self.sampler = DistributedSampler(train_set, num_replicas=self.dist.world_size,
+                                          rank=self.dist.rank, shuffle=True, seed=cfg.seed,
+                                          drop_last=True)
+        self.batches_per_epoch = len(self.sampler) // self.local_batch
+        self.steps_per_epoch = self.batches_per_epoch // cfg.accum_steps
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size x accum_steps ({cfg.batch_size} x {cfg.accum_steps}) leaves "
+                             f"no full step per epoch on {len(train_set)} training samples")
+        self.batches_per_epoch = self.steps_per_epoch * cfg.accum_steps
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        # evaluation: disjoint, unpadded shards per rank so summed counts are exact
+        eval_idx = list(range(self.dist.rank, len(eval_set), self.dist.world_size))
+        self.eval_loader = DataLoader(Subset(eval_set, eval_idx), batch_size=max(self.local_batch, 64),
+                                      shuffle=False, num_workers=cfg.num_workers,
+                                      generator=torch.Generator().manual_seed(cfg.seed))
+
+    def _build_model(self, model: nn.Module | None, model_config: dict[str, Any] | None) -> None:
+        cfg = self.cfg
+        if model is None:
+            from largekernel.models.registry import create_model
+
+            kwargs = dict(cfg.model_kwargs)
+            kwargs.setdefault("num_classes", self.data_info["num_classes"])
+            kwargs.setdefault("in_chans", self.data_info["in_chans"])
+            if cfg.drop_path_rate > 0:
+                kwargs["drop_path_rate"] = cfg.drop_path_rate
+            torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
+            model = create_model(cfg.model, **kwargs)
+            model_config = {"name": cfg.model, "kwargs": kwargs}
+        if model_config is None:
+            model_config = getattr(model, "largekernel_config", None) or {"name": cfg.model, "kwargs": {}}
+        self.model_config = {"name": model_config["name"], "kwargs": dict(model_config["kwargs"])}
+        if not hasattr(model, "largekernel_config"):
+            model.largekernel_config = copy.deepcopy(self.model_config)
+        if cfg.grad_checkpointing:
+            setter = getattr(model, "set_grad_checkpointing", None)
+            if setter is None:
+                raise ValueError(f"model {cfg.model!r} does not support grad_checkpointing")
+            setter(True)
+        if cfg.accelerate:
+            try:
+                from largekernel.nn.accelerate import accelerate
+            except ImportError as err:
+                log.warning("engine acceleration unavailable (%s); training without it", err)
+            else:
+                result = accelerate(model)
+                model = result if isinstance(result, nn.Module) else model
+        model.to(self.device)
+        self.raw_model = model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = model
+        self.num_params = sum(p.numel() for p in self.raw_model.parameters())
+
+    def _build_optimisation(self) -> None:
+        cfg = self.cfg
+        self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, lr=cfg.lr,
+                                         weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                         betas=tuple(cfg.betas))
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(
+            cfg.warmup_epochs * self.steps_per_epoch)
+        self.schedule = WarmupCosineSchedule(self.optimizer, base_lr=cfg.lr, total_steps=self.total_steps,
+                                             warmup_steps=warmup, min_lr=cfg.min_lr)
+        self.ema = ModelEma(self.raw_model, cfg.ema_decay) if cfg.ema else None
+        self.scaler = (torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda"
+                       else None)
+        if cfg.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp=fp16 needs a CUDA device; use amp=bf16 on CPU")
+        self.mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.label_smoothing,
+                           self.data_info["num_classes"])
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (tensors and primitives only)."""
+        return {
+            "format": FORMAT,
+            "config": self.cfg.to_dict(),
+            "model_config": copy.deepcopy(self.model_config),
+            "data_info": dict(self.data_info),
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "ema": self.ema.ema_state() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": ckpt.capture_rng_state(),
+            "progress": {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+                         "train_loss_sum": self.train_loss_sum, "train_count": self.train_count,
+                         "train_seconds": self.train_seconds, "world_size": self.dist.world_size},
+            "history": copy.deepcopy(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} checkpoint (format={state.get('format')!r})")
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_ema_state(state["ema"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        prog = state["progress"]
+        if int(prog.get("world_size", 1)) != self.dist.world_size:
+            log.warning("resuming a %s-process run on %d processes: the data order changes",
+                        prog.get("world_size"), self.dist.world_size)
+        self.epoch = int(prog["epoch"])
+        self.step = int(prog["step"])
+        self.batch_in_epoch = int(prog["batch_in_epoch"])
+        self.train_loss_sum = float(prog["train_loss_sum"])
+        self.train_count = int(prog["train_count"])
+        self.train_seconds = float(prog.get("train_seconds", 0.0))
+        self.history = list(state.get("history", []))
+        ckpt.restore_rng_state(state["rng"])
+
+    def save(self) -> Path | None:
+        """Write a training checkpoint (main rank) and wait for it on all ranks."""
+        path = None
+        if self.dist.is_main:
+            path = ckpt.save_training_checkpoint(self.state_dict(), self.out_dir, self.step,
+                                                 keep=self.cfg.keep_checkpoints)
+            log.debug("saved %s", path)
+        barrier()
+        return path
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Load ``path`` (default: the output directory's latest checkpoint). Returns whether loaded."""
+        path = Path(path) if path is not None else ckpt.latest_checkpoint(self.out_dir)
+        if path is None:
+            return False
+        self.load_state_dict(ckpt.load_training_checkpoint(path, map_location=self.device))
+        log.info("resumed from %s (epoch %d, step %d/%d)", path, self.epoch, self.step, self.total_steps)
+        return True
+
+    # -------------------------------------------------------------------- loop
+    def _train_loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        # per-(seed, epoch, index) augmentation streams, independent of order and resumption
+        base = self.train_set.dataset if isinstance(self.train_set, Subset) else self.train_set
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(epoch)
+        indices = list(self.sampler)[: self.batches_per_epoch * self.local_batch]
+        indices = indices[skip_batches * self.local_batch:]
+        # a private generator: creating the loader must not consume the global RNG, which the
+        # checkpoint restores (otherwise a resumed run would diverge)
+        return DataLoader(self.train_set, batch_size=self.local_batch, sampler=indices, drop_last=True,
+                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        if soft is not None:
+            return soft_target_cross_entropy(logits, soft)
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.cfg.label_smoothing)
+
+    def _stop_requested(self, guard: _SignalGuard) -> bool:
+        flag = torch.tensor([1.0 if guard.signum is not None else 0.0])
+        if self.dist.enabled:  # every rank must stop at the same step or collectives hang
+            all_reduce_sum(flag)
+        return bool(flag.item() > 0)
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+
+    def _train_epoch(self, guard: _SignalGuard) -> None:
+        cfg = self.cfg
+        self.model.train()
+        accum = cfg.accum_steps
+        skip = self.batch_in_epoch
+        loader = self._train_loader(self.epoch, skip)
+        bar = progress(loader, total=len(loader), desc=f"epoch {self.epoch + 1}/{self.num_epochs}",
+                       disable=not self.show_progress)
+        t0 = time.perf_counter()
+        seen = 0
+        for x, y in bar:
+            x = x.to(self.device, non_blocking=True)
+            y = torch.as_tensor(y).to(self.device, non_blocking=True)
+            micro = self.batch_in_epoch % accum
+            if micro == 0:
+                self.schedule.apply(self.step)
+            soft = None
+            if self.mixup.active:
+                x, soft = self.mixup(x, y)
+            sync_ctx = (self.model.no_sync() if self.dist.enabled and micro != accum - 1
+                        else contextlib.nullcontext())
+            with sync_ctx:
+                with _autocast(self.device, cfg.amp):
+                    logits = self.model(x)
+                loss = self._loss(logits, y, soft)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower lr or "
+                                             f"enable clip_grad")
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            self.train_loss_sum += float(loss.detach()) * y.shape[0]
+            self.train_count += y.shape[0]
+            self.batch_in_epoch += 1
+            seen += y.shape[0] * self.dist.world_size
+            if micro != accum - 1:
+                continue
+            self._optimizer_step()
+            self.step += 1
+            if self.show_progress and hasattr(bar, "set_postfix"):
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                                img_s=f"{seen / elapsed:.0f}", refresh=False)
+            if self.step % 10 == 0 or self.step == self.total_steps:
+                self.logger.log("train", self.step, epoch=self.epoch, loss=float(loss.detach()),
+                                lr=self.optimizer.param_groups[0]["lr"])
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                s0 = time.perf_counter()
+                self.save()
+                t0 += time.perf_counter() - s0  # checkpoint I/O is not training time
+            if self._stop_requested(guard):
+                path = self.save()
+                raise TrainingInterrupted(guard.signum or signal.SIGTERM, path)
+            if self.step >= self.total_steps:
+                break
+        self.train_seconds += time.perf_counter() - t0
+
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Evaluate (default: the training model) on the evaluation split, all ranks together."""
+        sync_bn_stats(self.raw_model)
+        return evaluate_model(model if model is not None else self.raw_model, self.eval_loader,
+                              self.data_info["num_classes"], self.device, self.cfg.amp,
+                              distributed=self.dist.enabled)
+
+    def _end_epoch(self) -> None:
+        cfg = self.cfg
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "train_loss": self.train_loss_sum / max(self.train_count, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        last = self.step >= self.total_steps or self.epoch + 1 >= self.num_epochs
+        if (self.epoch + 1) % cfg.eval_every == 0 or last:
+            metrics = self.evaluate()
+            record.update(eval_loss=metrics["loss"], eval_top1=metrics["top1"], eval_top5=metrics["top5"])
+            if self.ema is not None:
+                record["ema_top1"] = self.evaluate(self.ema.module)["top1"]
+        self.history.append(record)
+        self.logger.log("epoch", **record)
+        if self.dist.is_main:
+            parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"loss {record['train_loss']:.4f}"]
+            if "eval_top1" in record:
+                parts.append(f"eval top-1 {100 * record['eval_top1']:.2f}%")
+            if "ema_top1" in record:
+                parts.append(f"EMA {100 * record['ema_top1']:.2f}%")
+            (log.debug if cfg.quiet else log.info)("  ".join(parts))
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.train_loss_sum = 0.0
+        self.train_count = 0
+        self.save()
+
+    def fit(self) -> dict[str, Any]:
+        """Run (or continue, with ``cfg.resume``) training and write the final artefacts.
+
+        Returns:
+            The summary also written to ``metrics.json``.
+
+        Raises:
+            TrainingInterrupted: After SIGINT/SIGTERM (a checkpoint was saved first).
+        """
+        cfg = self.cfg
+        if cfg.resume and not self.resume():
+            raise FileNotFoundError(f"--resume: no checkpoint found in {self.out_dir / ckpt.CHECKPOINT_DIR}")
+        if self.dist.is_main:
+            (log.debug if cfg.quiet else log.info)(
+                "training %s (%.2fM params) on %s: %d steps (%d epochs x %d), global batch %d, %d "
+                "process(es), device %s, output %s", self.model_config["name"], self.num_params / 1e6,
+                self.data_info["spec"], self.total_steps, self.num_epochs, self.steps_per_epoch,
+                cfg.batch_size * cfg.accum_steps, self.dist.world_size, self.device, self.out_dir)
+            with open(self.out_dir / "config.yaml", "w", encoding="utf-8") as f:
+                import yaml
+
+                yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+        with _SignalGuard() as guard:
+            while self.step < self.total_steps and self.epoch < self.num_epochs:
+                self._train_epoch(guard)
+                self._end_epoch()
+            if guard.signum is not None:  # a signal during the final evaluation: still stop
+                raise TrainingInterrupted(guard.signum, ckpt.latest_checkpoint(self.out_dir))
+        return self._finish()
+
+    # --------------------------------------------------------------- artefacts
+    def _finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        final = self.evaluate()
+        chosen, chosen_name = self.raw_model, "model"
+        ema_metrics = None
+        if self.ema is not None:
+            ema_metrics = self.evaluate(self.ema.module)
+            if ema_metrics["top1"] >= final["top1"]:
+                chosen, chosen_name, final = self.ema.module, "ema", ema_metrics
+        summary: dict[str, Any] = {
+            "model": self.model_config,
+            "data": self.data_info,
+            "params": self.num_params,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "world_size": self.dist.world_size,
+            "train_seconds": self.train_seconds,
+            "weights": chosen_name,
+            "final": final,
+            "ema": ema_metrics,
+            "history": self.history,
+            "config": cfg.to_dict(),
+        }
+        if self.dist.is_main:
+            out = self.out_dir
+            ckpt.atomic_torch_save(self.state_dict(), out / TRAIN_CKPT_NAME)
+            metadata = {"data": self.data_info, "metrics": {"top1": final["top1"], "top5": final["top5"]},
+                        "weights": chosen_name}
+            try:
+                save_deploy_checkpoint(chosen, out / DEPLOY_NAME, metadata)
+                summary["deploy_checkpoint"] = str(out / DEPLOY_NAME)
+            except ImportError as err:  # the checkpoint module is optional at this layer
+                log.warning("deploy checkpoint not written: %s", err)
+            with open(out / "metrics.json", "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2)
+            if cfg.plots:
+                from largekernel.train.plots import plot_confusion, plot_curves
+
+                plot_curves(self.history, out / "curves.png")
+                plot_confusion(final["confusion_matrix"], self.data_info["class_names"],
+                               out / "confusion_matrix.png")
+            rows = [
+                ("model", f"{self.model_config['name']} ({self.num_params / 1e6:.3f}M params)"),
+                ("data", f"{self.data_info['spec']} ({len(self.train_set)} train / {len(self.eval_set)} "
+                         f"{cfg.eval_split})"),
+                ("steps / epochs", f"{self.step} / {self.epoch}"),
+                ("train time", f"{self.train_seconds:.1f} s"),
+                ("weights", chosen_name),
+                (f"{cfg.eval_split} top-1", f"{100 * final['top1']:.2f} %"),
+                (f"{cfg.eval_split} top-5", f"{100 * final['top5']:.2f} %"),
+                (f"{cfg.eval_split} loss", f"{final['loss']:.4f}"),
+                ("output", str(out)),
+            ]
+            (log.debug if cfg.quiet else log.info)("%s", format_table(rows, "training summary"))
+        self.logger.log("final", self.step, top1=final["top1"], top5=final["top5"], loss=final["loss"])
+        self.logger.close()
+        barrier()
+        return summary
+
+    def close(self) -> None:
+        self.logger.close()
+        cleanup_distributed()
+
+
+def train(cfg: TrainConfig, **kwargs: Any) -> dict[str, Any]:
+    """Build a :class:`Trainer` for ``cfg`` and run it; returns the summary dict."""
+    trainer = Trainer(cfg, **kwargs)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

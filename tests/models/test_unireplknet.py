@@ -1,0 +1,230 @@
+"""UniRepLKNet: parity with the official code (fixture), zoo smoke tests, timm contract."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import largekernel
+from largekernel.models.unireplknet import UNIREPLKNET_CONFIGS, UniRepLKNet, UniRepLKNetBlock
+from largekernel.nn.dilated_reparam import DilatedReparamConv
+
+TINY = dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (7, 0), (5,), (13,)))
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random BN statistics / affine, layer scales and GRN parameters so every fusion matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith(("gamma", "beta")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _load_official():
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "unireplknet_a_official.pt"
+    if not path.is_file():
+        pytest.skip(f"fixture not found: {path}")
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def fixture_a():
+    return _load_official()
+
+
+def _build_from_spec(spec, **kw):
+    return largekernel.create_model(spec["name"], num_classes=spec["num_classes"], **kw)
+
+
+def test_official_training_state_dict_reproduces_outputs(fixture_a):
+    model = _build_from_spec(fixture_a["spec"]).eval()
+    model.load_state_dict(fixture_a["train_state_dict"])  # strict: official key layout
+    with torch.no_grad():
+        for x, y in zip(fixture_a["inputs"], fixture_a["outputs"]):
+            assert _rel(model(x), y) <= 1e-4
+
+
+def test_deploy_form_loads_official_deploy_state_dict(fixture_a):
+    model = _build_from_spec(fixture_a["spec"], deploy=True).eval()
+    model.load_state_dict(fixture_a["deploy_state_dict"])
+    with torch.no_grad():
+        for x, y in zip(fixture_a["inputs"], fixture_a["outputs_deploy"]):
+            assert _rel(model(x), y) <= 1e-4
+
+
+def test_reparameterised_matches_official_deploy(fixture_a):
+    model = _build_from_spec(fixture_a["spec"])
+    model.load_state_dict(fixture_a["train_state_dict"])
+    fused = largekernel.reparameterize(model)
+    official = fixture_a["deploy_state_dict"]
+    ours = fused.state_dict()
+    assert set(ours) == set(official)
+    for k, v in official.items():
+        assert ours[k].shape == v.shape, k
+        assert _rel(ours[k], v) <= 1e-4 or (ours[k] - v).abs().max() <= 1e-6, k
+    with torch.no_grad():
+        for x, y in zip(fixture_a["inputs"], fixture_a["outputs_deploy"]):
+            assert _rel(fused(x), y) <= 1e-4
+
+
+@pytest.mark.parametrize("variant", ["a", "f", "p", "n", "t", "s"])
+def test_zoo_forward_backward_and_reparameterise(variant):
+    torch.manual_seed(0)
+    model = largekernel.create_model(f"unireplknet_{variant}", num_classes=7, drop_path_rate=0.1)
+    size = 32
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+        fused = largekernel.reparameterize(model)
+        assert _rel(fused(x), y) <= 1e-4
+    assert not any("origin_bn" in k or re.fullmatch(r"stages\.\d+\.\d+\.gamma", k) for k in fused.state_dict())
+
+
+@pytest.mark.parametrize("variant", ["b", "l", "xl"])
+def test_big_sizes_build_and_run_on_meta(variant):
+    with torch.device("meta"):
+        model = largekernel.create_model(f"unireplknet_{variant}")
+        deploy = largekernel.create_model(f"unireplknet_{variant}", deploy=True)
+        x = torch.empty(1, 3, 64, 64)
+        assert model(x).shape == (1, 1000)
+        assert deploy(x).shape == (1, 1000)
+    depths, dims = UNIREPLKNET_CONFIGS[variant]
+    assert model.dims == dims and model.depths == depths
+    assert model.state_dict()["stages.2.0.dwconv.lk_origin.weight"].shape == (dims[2], 1, 13, 13)
+
+
+def test_all_nine_registered():
+    names = set(largekernel.list_models("unireplknet_*"))
+    assert names == {f"unireplknet_{v}" for v in ("a", "f", "p", "n", "t", "s", "b", "l", "xl")}
+
+
+def test_default_kernel_sizes_follow_published_layout():
+    with torch.device("meta"):
+        t = largekernel.create_model("unireplknet_t")
+        s = largekernel.create_model("unireplknet_s")
+    assert t.kernel_sizes[2] == (13, 3) * 9 and s.kernel_sizes[2] == (13, 3, 3) * 9
+    assert isinstance(t.stages[2][0].dwconv, DilatedReparamConv)
+    assert isinstance(t.stages[2][1].dwconv, torch.nn.Conv2d)
+    assert t.stages[0][0].dwconv.kernel_size == (3, 3)
+
+
+def test_features_only_shapes_and_strides():
+    model = UniRepLKNet(features_only=True, **TINY)
+    assert model.feature_info.channels() == [8, 16, 24, 32]
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    x = torch.randn(2, 3, 64, 96)
+    feats = model(x)
+    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // r, 96 // r) for c, r in zip([8, 16, 24, 32], [4, 8, 16, 32])]
+    assert not any(k.startswith(("head", "norm.")) for k in model.state_dict())
+    sub = UniRepLKNet(features_only=True, out_indices=(1, 3), **TINY)
+    assert sub.feature_info.channels() == [16, 32]
+    assert [f.shape[1] for f in sub(x)] == [16, 32]
+    full = UniRepLKNet(num_classes=3, **TINY).eval()
+    sub.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("head", "norm."))})
+    sub.eval()
+    with torch.no_grad():
+        inter = full.forward_intermediates(x, [1, 3])
+        assert all(torch.allclose(a, b) for a, b in zip(inter, sub(x)))
+        assert len(full.forward_intermediates(x, 2)) == 2
+    with pytest.raises(ValueError):
+        UniRepLKNet(features_only=True, out_indices=(4,), **TINY)
+
+
+def test_timm_contract():
+    model = UniRepLKNet(num_classes=5, **TINY)
+    x = torch.randn(1, 3, 32, 32)
+    feats = model.forward_features(x)
+    assert feats.shape == (1, 32, 1, 1)
+    assert model.forward_head(feats, pre_logits=True).shape == (1, 32)
+    assert model.get_classifier() is model.head
+    model.reset_classifier(11)
+    assert model(x).shape == (1, 11)
+    model.reset_classifier(0)
+    assert model(x).shape == (1, 32)
+    nwd = model.no_weight_decay()
+    assert "stages.0.0.gamma" in nwd and "stages.0.0.act.1.gamma" in nwd and "norm.weight" in nwd
+    assert "stages.0.0.pwconv1.1.weight" not in nwd
+    assert all(name in dict(model.named_parameters()) for name in nwd)
+
+
+def test_grad_checkpointing_same_gradients():
+    torch.manual_seed(0)
+    a = UniRepLKNet(num_classes=4, **TINY)
+    b = UniRepLKNet(num_classes=4, **TINY)
+    b.load_state_dict(a.state_dict())
+    b.set_grad_checkpointing(True)
+    x = torch.randn(2, 3, 32, 32)
+    a(x).sum().backward()
+    b(x).sum().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-6, rtol=1e-5), n
+
+
+def test_identity_mixer_block_keeps_bn_in_deploy():
+    block = UniRepLKNetBlock(8, 0)
+    _randomise(block)
+    block.eval()
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        y = block(x)
+        block.reparameterize()
+        assert torch.allclose(block(x), y, atol=1e-5)
+    assert isinstance(block.norm, torch.nn.BatchNorm2d)
+    deployed = UniRepLKNetBlock(8, 0, deploy=True)
+    assert set(deployed.state_dict()) == set(block.state_dict())
+
+
+def test_mixer_option():
+    mixers = pytest.importorskip("largekernel.nn.mixers")
+    names = getattr(mixers, "list_mixers", lambda: [])()
+    if not names:
+        pytest.skip("no mixer names exposed")
+    model = UniRepLKNet(num_classes=3, mixer=names[0], **TINY)
+    assert not isinstance(model.stages[3][0].dwconv, DilatedReparamConv)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="unknown keyword"):
+        largekernel.create_model("unireplknet_a", num_clases=10)
+    with pytest.raises(ValueError, match="unknown model"):
+        largekernel.create_model("unireplknet_zz")
+    with pytest.raises(ValueError, match="kernel_sizes"):
+        UniRepLKNet(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (3,), (3,)))
+    with pytest.raises(ValueError, match="kernel_size"):
+        UniRepLKNet(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (4,), (3,), (3,)))
+    with pytest.raises(ValueError, match="default kernel_sizes"):
+        UniRepLKNet(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        UniRepLKNet(drop_path_rate=1.5, **TINY)
+    with pytest.raises(ValueError, match="pretrained"):
+        largekernel.create_model("unireplknet_a", pretrained=True)
+
+
+def test_drop_path_schedule_and_head_init_scale():
+    model = UniRepLKNet(num_classes=4, drop_path_rate=0.2, head_init_scale=0.0, **TINY)
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for s in model.stages for b in s]
+    assert rates[0] == 0.0 and abs(rates[-1] - 0.2) < 1e-9 and rates == sorted(rates)
+    assert torch.count_nonzero(model.head.weight) == 0
