@@ -29,6 +29,10 @@ _LAZY_EXPORTS = {
     "load_checkpoint": "largekernel.checkpoint",
     "save_checkpoint": "largekernel.checkpoint",
     "create_model_from": "largekernel.checkpoint",
+    "CheckpointError": "largekernel.checkpoint",
+    "nn": "largekernel",
+    "ops": "largekernel",
+    "models": "largekernel",
     "count_params": "largekernel.models.counting",
     "count_macs": "largekernel.models.counting",
 }
@@ -40,7 +44,10 @@ def __getattr__(name: str) -> Any:
     module_name = _LAZY_EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'largekernel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    if module_name == "largekernel":  # a subpackage
+        value = importlib.import_module(f"largekernel.{name}")
+    else:
+        value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # cache: later look-ups skip __getattr__
     return value
 

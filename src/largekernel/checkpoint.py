@@ -253,7 +253,9 @@ def _model_form(model: nn.Module) -> str:
     return "deploy" if _is_deploy_model(model) else "train"
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None) -> pathlib.Path:
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None
+) -> pathlib.Path:
     """Write ``model``'s weights to ``path`` (.safetensors) and its config to ``path`` with ``.json``.
 
     Both files are written atomically (temporary file, fsync, ``os.replace``). The JSON holds

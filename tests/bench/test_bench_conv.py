@@ -43,7 +43,7 @@ def test_bench_conv_smoke_writes_json_and_png(tmp_path):
             assert ("1d_1x4x33", k, "torch_nchw", mode) in seen
             assert ("1d_1x4x33", k, "torch_cl", mode) not in seen  # no channels-last in 1-D
     for r in rows:
-        assert r["median_s"] > 0 and r["gflops"] > 0 and len(r["times"]) >= 1
+        assert r["median_s"] > 0 and r["gflops"] > 0 and len(r["times"]) >= 1 and r["cpu_s"] >= 0
         assert r["flops"] == pytest.approx(
             2 * r["k"] ** r["dims"] * _prod(r["shape"]) * (3 if r["mode"] == "fwdbwd" else 1)
         )

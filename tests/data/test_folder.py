@@ -95,3 +95,18 @@ def test_folder_errors(tmp_path):
         build_dataset(f"folder:{bad}", "train")
     with pytest.raises(ValueError, match="folder:PATH"):
         build_dataset("folder:", "train")
+
+
+def test_truncated_image_is_named(tmp_path):
+    root = _make_folder(tmp_path / "trunc", per_class=3, size=(32, 32))
+    victim = root / "dog" / "1.png"
+    victim.write_bytes(victim.read_bytes()[:60])  # header intact, pixel data cut
+    def load_everything():
+        # the file may fall in any split; the error must come (naming it) wherever it is read
+        for split in ("train", "val", "test"):
+            ds = build_dataset(f"folder:{root}", split, image_size=8)
+            for i in range(len(ds)):
+                ds[i]
+
+    with pytest.raises(ValueError, match="1.png"):
+        load_everything()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from largekernel.data.base import DatasetInfo, TensorImageDataset, channel_stats, stratified_split
 from largekernel.data.transforms import (

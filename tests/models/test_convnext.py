@@ -12,7 +12,9 @@ from largekernel.nn.conv import Conv2d
 from largekernel.nn.layers import DropPath
 from largekernel.nn.mixers import MIXERS_NEEDING_SIZE, list_mixers
 
-VARIANTS = ["convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small", "convnext_base"]
+VARIANTS = [
+    "convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small", "convnext_base",
+]
 # parameter counts (1000 classes) published on timm's model cards, in millions
 PUBLISHED_PARAMS_M = {
     "convnext_atto": 3.70, "convnext_femto": 5.22, "convnext_pico": 9.05, "convnext_nano": 15.59,
@@ -36,6 +38,14 @@ def test_fixture_parity_strict(fixtures_dir):
             assert out.shape == expected.shape
             rel = (out - expected).abs().max() / expected.abs().max()
             assert rel <= 1e-4, f"relative error {rel:.3g} for input {tuple(x.shape)}"
+    # the inference (reparameterised) form reproduces timm's outputs too
+    from largekernel.reparam import reparameterize
+
+    fused = reparameterize(model, inplace=True)
+    with torch.no_grad():
+        out = fused(ref["inputs"][1])
+    expected = ref["outputs"][1]
+    assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
 def test_registered_names():
@@ -105,9 +115,28 @@ def test_block_matches_functional_reference():
     x = torch.randn(2, 8, 6, 7, dtype=torch.float64)
     y = F.conv2d(x, block.conv_dw.weight, block.conv_dw.bias, padding=2, groups=8).permute(0, 2, 3, 1)
     y = F.layer_norm(y, (8,), block.norm.weight, block.norm.bias, eps=1e-6)
-    y = F.linear(F.gelu(F.linear(y, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight, block.mlp.fc2.bias)
+    y = F.gelu(F.linear(y, block.mlp.fc1.weight, block.mlp.fc1.bias))
+    y = F.linear(y, block.mlp.fc2.weight, block.mlp.fc2.bias)
     ref = x + y.permute(0, 3, 1, 2) * block.gamma.reshape(1, -1, 1, 1)
     torch.testing.assert_close(block(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_whole_model_reparameterize_exact():
+    from largekernel.reparam import reparameterize
+
+    torch.manual_seed(9)
+    for conv_mlp in (True, False):
+        model = ConvNeXt(num_classes=3, conv_mlp=conv_mlp, ls_init_value=0.5, **TINY).double().eval()
+        with torch.no_grad():
+            for b in model.modules():
+                if isinstance(b, ConvNeXtBlock):
+                    b.gamma.normal_()
+        x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+        with torch.no_grad():
+            y = model(x)
+            fused = reparameterize(model)
+            torch.testing.assert_close(fused(x), y, rtol=1e-10, atol=1e-10)
+        assert not any(k.endswith("gamma") for k in fused.state_dict())
 
 
 def test_timm_api():
@@ -165,13 +194,22 @@ def test_features_only_and_intermediates():
     assert len(last2) == 2
     with pytest.raises(RuntimeError):
         model.forward_head(maps[-1])
+    # order follows out_indices / indices, as feature_info does; negatives wrap
+    rev = create_model("convnext_atto", depths=(1, 1, 1, 1), features_only=True, out_indices=(-1, 1)).eval()
+    rev.load_state_dict(model.state_dict())
+    assert rev.feature_info.channels() == [320, 80]
+    with torch.no_grad():
+        rev_maps = rev(x)
+    assert [m.shape[1] for m in rev_maps] == rev.feature_info.channels()
+    torch.testing.assert_close(rev_maps[0], maps[1])
     with pytest.raises(ValueError):
         full.forward_intermediates(x, (4,))
 
 
 def test_drop_path_and_layer_scale_options():
     model = create_model("convnext_atto", drop_path_rate=0.3, layer_scale_init_value=0.25)
-    rates = [b.drop_path.drop_prob for b in model.modules() if isinstance(b, ConvNeXtBlock) and isinstance(b.drop_path, DropPath)]
+    blocks = [b for b in model.modules() if isinstance(b, ConvNeXtBlock)]
+    rates = [b.drop_path.drop_prob for b in blocks if isinstance(b.drop_path, DropPath)]
     assert len(rates) == 11 and rates[-1] == pytest.approx(0.3)  # first block has rate 0 (no DropPath)
     assert all(torch.all(b.gamma == 0.25) for b in model.modules() if isinstance(b, ConvNeXtBlock))
     assert create_model("convnext_atto", ls_init_value=0).stages[0].blocks[0].gamma is None
@@ -188,7 +226,9 @@ def test_head_init_scale():
 
 
 def test_in_chans_and_overrides():
-    model = create_model("convnext_atto", in_chans=1, num_classes=2, dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), kernel_sizes=(3, 5, 7, 9))
+    model = create_model(
+        "convnext_atto", in_chans=1, num_classes=2, dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), kernel_sizes=(3, 5, 7, 9)
+    )
     assert model.stem[0].in_channels == 1
     assert [s.blocks[0].conv_dw.kernel_size[0] for s in model.stages] == [3, 5, 7, 9]
     assert model(torch.randn(1, 1, 32, 32)).shape == (1, 2)
@@ -201,19 +241,28 @@ def test_mixer_swap(mixer):
     torch.manual_seed(7)
     kwargs = {"img_size": 32} if mixer in MIXERS_NEEDING_SIZE else {}
     # atto's widths with one block per stage: the mixer is exercised at every stage, cheaply
-    model = create_model("convnext_atto", num_classes=3, mixer=mixer, ls_init_value=0.5, depths=(1, 1, 1, 1), **kwargs)
-    assert all(type(b.conv_dw) is not Conv2d or mixer == "dwconv" for b in model.modules() if isinstance(b, ConvNeXtBlock))
+    model = create_model(
+        "convnext_atto", num_classes=3, mixer=mixer, ls_init_value=0.5, depths=(1, 1, 1, 1), **kwargs
+    )
+    blocks = [b for b in model.modules() if isinstance(b, ConvNeXtBlock)]
+    assert all((type(b.conv_dw) is Conv2d) == (mixer == "dwconv") for b in blocks)
     x = torch.randn(2, 3, 32, 32)
     out = model(x)
     assert out.shape == (2, 3) and torch.isfinite(out).all()
     out.sum().backward()
-    mixer_grads = [p.grad for b in model.modules() if isinstance(b, ConvNeXtBlock) for p in b.conv_dw.parameters()]
+    mixer_grads = [p.grad for b in blocks for p in b.conv_dw.parameters()]
     assert mixer_grads and all(g is not None for g in mixer_grads)
 
 
 def test_mixer_sgconv_needs_img_size():
     with pytest.raises(ValueError, match="img_size"):
         create_model("convnext_atto", mixer="sgconv2d")
+    if "sgconv2d" not in list_mixers(available_only=True):
+        pytest.skip("sgconv2d not available")
+    model = create_model("convnext_atto", mixer="sgconv2d", img_size=(64, 96), depths=(1, 1, 1, 1))
+    assert [s.blocks[0].conv_dw.size for s in model.stages] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    explicit = create_model("convnext_atto", mixer="sgconv2d", mixer_kwargs={"size": 5}, depths=(1, 1, 1, 1))
+    assert all(s.blocks[0].conv_dw.size == (5, 5) for s in explicit.stages)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +277,11 @@ def test_mixer_sgconv_needs_img_size():
         (dict(kernel_sizes=(7, 7)), ValueError),
         (dict(kernel_sizes=4), ValueError),
         (dict(mixer="nope"), ValueError),
-        (dict(mixer_kwargs={"rank": 2}), ValueError),
+        (dict(mixer_kwargs={"rank": 2}), ValueError),  # mixer_kwargs without mixer
+        (dict(mixer="dwconv", mixer_kwargs=[1]), TypeError),
+        (dict(mixer="dwconv", mixer_kwargs={"not_an_option": 1}), TypeError),
+        (dict(mixer="sgconv2d", img_size=16), ValueError),  # stage 3 would be 0 px
+        (dict(ls_init_value=-1.0), ValueError),
         (dict(features_only=True, out_indices=(5,)), ValueError),
     ],
 )

@@ -31,6 +31,14 @@ def test_fixture_parity_strict(fixtures_dir):
             assert out.shape == expected.shape
             rel = (out - expected).abs().max() / expected.abs().max()
             assert rel <= 1e-4, f"relative error {rel:.3g} for input {tuple(x.shape)}"
+    # the inference (reparameterised) form reproduces timm's outputs too
+    from largekernel.reparam import reparameterize
+
+    fused = reparameterize(model, inplace=True)
+    with torch.no_grad():
+        out = fused(ref["inputs"][1])
+    expected = ref["outputs"][1]
+    assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
 def test_registered_names():
@@ -84,8 +92,9 @@ def test_block_matches_functional_reference():
         block.norm.running_var.uniform_(0.5, 2.0)
     x = torch.randn(2, 8, 7, 6, dtype=torch.float64)
     mixed = block.token_mixer(x)  # checked against F.conv2d in tests/nn/test_inception_dw.py
-    y = F.batch_norm(mixed, block.norm.running_mean, block.norm.running_var, block.norm.weight, block.norm.bias, eps=1e-5)
-    y = F.conv2d(F.gelu(F.conv2d(y, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight, block.mlp.fc2.bias)
+    bn, mlp = block.norm, block.mlp
+    y = F.batch_norm(mixed, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=1e-5)
+    y = F.conv2d(F.gelu(F.conv2d(y, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
     ref = x + y * block.gamma.reshape(1, -1, 1, 1)
     torch.testing.assert_close(block(x), ref, rtol=1e-12, atol=1e-12)
     assert block.mlp.fc1.out_channels == 24
@@ -169,16 +178,29 @@ def test_options():
     torch.testing.assert_close(b.head.fc2.weight, a.head.fc2.weight * 0.5)
 
 
-def test_inception_mixer_reparameterizes_in_model():
+def test_whole_model_reparameterize_exact():
+    from largekernel.reparam import reparameterize
+
     torch.manual_seed(7)
-    model = MetaNeXt(num_classes=3, ls_init_value=0.5, **TINY).eval()
-    x = torch.randn(1, 3, 32, 32)
+    model = MetaNeXt(num_classes=3, ls_init_value=0.5, **TINY).double().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+                m.bias.normal_()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
-        for m in model.modules():
-            if isinstance(m, InceptionDWConv2d):
-                m.reparameterize()
-        torch.testing.assert_close(model(x), y, rtol=1e-4, atol=1e-5)
+        fused = reparameterize(model)
+        torch.testing.assert_close(fused(x), y, rtol=1e-10, atol=1e-10)
+        keys = set(fused.state_dict())
+        assert not any(k.endswith("gamma") or ".blocks.0.norm." in k for k in keys)
+        # the Inception mixers keep their (faster) split form
+        assert "stages.0.blocks.0.token_mixer.dwconv_w.weight" in keys
+        fused2 = reparameterize(fused)  # idempotent
+        torch.testing.assert_close(fused2(x), y, rtol=1e-10, atol=1e-10)
 
 
 # a representative subset (the full list runs against ConvNeXt in test_convnext.py)

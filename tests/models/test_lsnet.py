@@ -50,7 +50,7 @@ def test_reparameterize_exact():
     torch.manual_seed(0)
     model = LSNet(num_classes=7, **SMALL).to(D).eval()
     randomize_bn(model, 1)
-    x = torch.randn(2, 3, 64, 64, dtype=D)
+    x = torch.randn(2, 3, 48, 48, dtype=D)
     before = model(x)
     model.reparameterize()
     assert all(m.fused is not None for m in model.modules() if isinstance(m, RepDW))
@@ -144,3 +144,37 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         LSNet(**args)
+
+
+def test_project_reparameterize_walker():
+    largekernel = pytest.importorskip("largekernel")
+    torch.manual_seed(0)
+    model = LSNet(num_classes=5, **SMALL).to(D).eval()
+    randomize_bn(model, 4)
+    x = torch.randn(2, 3, 32, 32, dtype=D)
+    before = model(x)
+    fused = largekernel.reparameterize(model)
+    assert not any(isinstance(m, RepDW) and m.fused is None for m in fused.modules())
+    torch.testing.assert_close(fused(x), before, rtol=1e-9, atol=1e-9)
+
+
+def test_onnx_export_small_model():
+    onnx = pytest.importorskip("onnx")
+    import io
+
+    torch.manual_seed(0)
+    model = LSNet(num_classes=5, **SMALL).eval()
+    x = torch.randn(1, 3, 32, 32)
+    buf = io.BytesIO()
+    try:
+        torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"])
+    except (ImportError, ModuleNotFoundError) as exc:
+        pytest.skip(f"ONNX export tooling unavailable: {exc}")
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    try:
+        from onnx.reference import ReferenceEvaluator
+    except ImportError:
+        return
+    (out,) = ReferenceEvaluator(proto).run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), rtol=1e-4, atol=1e-4)

@@ -198,3 +198,28 @@ def test_bad_arguments(kwargs, exc, match):
 def test_bad_input_shape():
     with pytest.raises(ValueError, match="expects input"):
         DCLSConv2d(4, 4, 2, 5)(torch.randn(1, 3, 8, 8))
+
+
+def test_positions_on_the_bound_get_full_gradient():
+    torch.manual_seed(0)
+    m = DCLSConv2d(1, 1, kernel_count=1, dilated_kernel_size=(5, 5), bias=False).to(D)
+    with torch.no_grad():
+        m.P[0].fill_(2.0)  # exactly on the upper bound
+        m.P[1].fill_(0.3)
+    x = torch.randn(1, 1, 6, 6, dtype=D)
+    m(x).sum().backward()
+    p = m.P.detach().clone().requires_grad_()
+    F.conv2d(x, dcls_dense_kernel(m.weight.detach(), p, m.SIG.detach(), (5, 5))).sum().backward()
+    torch.testing.assert_close(m.P.grad, p.grad)
+
+
+def test_project_reparameterize_walker():
+    import largekernel
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(DCLSConv2d(2, 3, 3, (5, 4), padding="same"), torch.nn.ReLU()).to(D)
+    x = torch.randn(1, 2, 6, 7, dtype=D)
+    before = model(x)
+    fused = largekernel.reparameterize(model)
+    assert fused[0].deployed and fused[0].P is None
+    torch.testing.assert_close(fused(x), before, rtol=1e-10, atol=1e-12)

@@ -100,21 +100,27 @@ def test_to_dense_is_exact(ks, kb, dilation):
     assert isinstance(dense, Conv2d)
     assert dense.kernel_size == (k, k) and dense.groups == 11 and dense.weight.dtype == torch.float64
     torch.testing.assert_close(dense(x), m(x), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(m.fuse()(x), m(x), rtol=1e-12, atol=1e-12)
 
 
-def test_reparameterize_in_place():
+def test_densify_in_place():
     torch.manual_seed(2)
     m = InceptionDWConv2d(16, 3, 7, 0.25)
     _randomise(m)
     x = torch.randn(1, 16, 10, 10)
     y = m(x)
-    m.reparameterize()
+    m.densify()
     assert set(m.state_dict()) == {"dense.weight", "dense.bias"}
     torch.testing.assert_close(m(x), y, rtol=1e-5, atol=1e-5)
-    m.reparameterize()  # idempotent
+    m.densify()  # idempotent
     torch.testing.assert_close(m(x), y, rtol=1e-5, atol=1e-5)
-    assert "deploy" in repr(m)
+    torch.testing.assert_close(m.to_dense()(x), y, rtol=1e-5, atol=1e-5)
+    assert "dense" in repr(m)
+
+
+def test_whole_model_reparameterisation_keeps_split_form():
+    # the dense form is slower: the generic reparameterize protocol must leave the mixer alone
+    m = InceptionDWConv2d(16, 3, 7, 0.25)
+    assert not any(hasattr(m, name) for name in ("reparameterize", "switch_to_deploy", "fuse"))
 
 
 def test_gradcheck_tiny():

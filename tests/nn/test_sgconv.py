@@ -22,6 +22,15 @@ from largekernel.nn.sgconv import (
 f64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny tensors: one intra-op thread avoids spin-wait oversubscription on the shared 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def reference_long_conv(u: torch.Tensor, k_fwd: torch.Tensor, k_bwd: torch.Tensor | None) -> torch.Tensor:
     """Independent float64 reference: an explicit Toeplitz matrix per channel (numpy)."""
     u_np = u.detach().double().numpy()
@@ -327,3 +336,14 @@ def test_sgconv2d_reparameterize_and_args():
             SGConv2d(2, **kwargs)
     with pytest.raises(ValueError, match="input"):
         SGConv2d(2, size=4)(torch.randn(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("mode", ["fft", "direct"])
+def test_sgconv_bfloat16_close_to_float32(mode):
+    torch.manual_seed(0)
+    op = SGConv(4, seq_len=128, kernel_dim=16, mode=mode)
+    u = torch.randn(2, 4, 128)
+    ref = op(u)
+    y = op.to(torch.bfloat16)(u.bfloat16())
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - ref).abs().max() <= 3e-2 * ref.abs().max()

@@ -86,7 +86,7 @@ def problems(draw):
 
 
 @needs_native
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(problem=problems(), seed=st.integers(0, 2**16))
 def test_grad_weight_and_forward_match_reference(problem, seed):
     shape, kernel, stride, padding, dilation, dtype, layout = problem
@@ -137,6 +137,116 @@ def test_large_kernels_match_reference(shape, kernel, padding, dtype):
 
 
 @needs_native
+@pytest.mark.parametrize(
+    "shape,kernel,padding,dilation",
+    [
+        ((2, 40, 300), (9,), (20,), (5,)),  # dilation phases across L1 chunks
+        ((1, 16, 13, 14), (5, 5), (4, 6), (2, 3)),
+        ((1, 3, 7), (3,), (4,), (4,)),
+        ((1, 8, 5, 6, 9), (3, 2, 3), (2, 1, 3), (2, 3, 3)),
+    ],
+)
+def test_dilated_kernels_match_reference(shape, kernel, padding, dilation):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    ones = (1,) * len(kernel)
+    w = torch.randn((shape[1], 1, *kernel), generator=gen, dtype=torch.float64)
+    y_ref = reference_forward(x, w, ones, padding, dilation)
+    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    gw_ref = reference_grad_weight(x, gy, kernel, ones, padding, dilation)
+    for dtype in (torch.float32, torch.float64):
+        gw = ck.depthwise_grad_weight(x.to(dtype), gy.to(dtype), kernel, ones, padding, dilation)
+        assert rel_err(gw, gw_ref) <= _TOL[dtype]
+        y = ck.depthwise_forward(x.to(dtype), w.to(dtype), ones, padding, dilation)
+        assert rel_err(y, y_ref) <= _TOL[dtype]
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "shape,kernel,dtype",
+    [((2, 32, 20, 19), (13, 13), torch.float32), ((2, 16, 100), (31,), torch.float64), ((1, 16, 5, 6, 7), (3, 5, 3), torch.float32)],
+)
+def test_channels_last_gradient_read_in_place(shape, kernel, dtype):
+    # C % lanes == 0 and channels innermost: the gradient is read without packing
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    padding = tuple(k // 2 for k in kernel)
+    ones = (1,) * len(kernel)
+    gy = torch.randn(shape, generator=gen, dtype=torch.float64)
+    ref = reference_grad_weight(x, gy, kernel, ones, padding, ones)
+    gyl = make_layout(gy.to(dtype), "channels_last")
+    assert gyl.stride(1) == 1
+    gw = ck.depthwise_grad_weight(make_layout(x.to(dtype), "channels_last"), gyl, kernel, ones, padding, ones)
+    assert rel_err(gw, ref) <= _TOL[dtype]
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [3, 7])
+def test_parallel_split_matches_reference(monkeypatch, threads):
+    # force the thread-pool path and finer task splits (row groups, tap groups, odd chunk counts)
+    monkeypatch.setattr(ck, "_num_threads", lambda: threads)
+    monkeypatch.setattr(ck, "_MIN_CHUNK_COST", 1)
+    cases = [
+        ((2, 3, 11, 12), (5, 7), (2, 3), (1, 2), torch.float32),
+        ((1, 16, 50), (29,), (14,), (1,), torch.float64),
+        ((3, 40, 6, 5, 7), (3, 3, 3), (1, 1, 1), (2, 1, 1), torch.float32),
+    ]
+    for shape, kernel, padding, stride, dtype in cases:
+        gen = torch.Generator().manual_seed(2)
+        x = torch.randn(shape, generator=gen, dtype=torch.float64)
+        w = torch.randn((shape[1], 1, *kernel), generator=gen, dtype=torch.float64)
+        ones = (1,) * len(kernel)
+        y_ref = reference_forward(x, w, stride, padding, ones)
+        gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+        gw = ck.depthwise_grad_weight(x.to(dtype), gy.to(dtype), kernel, stride, padding, ones)
+        assert rel_err(gw, reference_grad_weight(x, gy, kernel, stride, padding, ones)) <= _TOL[dtype]
+        y = ck.depthwise_forward(x.to(dtype), w.to(dtype), stride, padding, ones)
+        assert rel_err(y, y_ref) <= _TOL[dtype]
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize(
+    "shape,kernel,pairs,stride",
+    [
+        ((2, 20, 30), (8,), ((3, 4),), (1,)),  # even-kernel "same"
+        ((1, 17, 9, 12), (4, 6), ((1, 2), (2, 3)), (1, 2)),
+        ((2, 8, 10, 9), (3, 3), ((-1, 2), (0, -2)), (1, 1)),  # negative = crop
+        ((1, 5, 4, 5, 6), (2, 3, 4), ((0, 1), (1, 1), (2, 1)), (1, 1, 2)),
+    ],
+)
+def test_asymmetric_padding_pairs(monkeypatch, native, shape, kernel, pairs, stride):
+    if native and not ck.is_available():
+        pytest.skip("native kernels unavailable")
+    if not native:
+        monkeypatch.setenv("LARGEKERNEL_DISABLE_NATIVE", "1")
+        monkeypatch.setattr(ck, "_env_warned", True)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    w = torch.randn((shape[1], 1, *kernel), generator=gen, dtype=torch.float64)
+    xpad = F.pad(x, [v for lo, hi in reversed(pairs) for v in (lo, hi)])
+    ones = (1,) * len(kernel)
+    zeros = (0,) * len(kernel)
+    y_ref = reference_forward(xpad, w, stride, zeros, ones)
+    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    gw_ref = reference_grad_weight(xpad, gy, kernel, stride, zeros, ones)
+    for dtype in (torch.float32, torch.float64):
+        gw = ck.depthwise_grad_weight(x.to(dtype), gy.to(dtype), kernel, stride, pairs, ones)
+        assert rel_err(gw, gw_ref) <= _TOL[dtype]
+        y = ck.depthwise_forward(x.to(dtype), w.to(dtype), stride, pairs, ones)
+        assert rel_err(y, y_ref) <= _TOL[dtype]
+
+
+def test_bad_padding_pairs():
+    x, gy = torch.randn(1, 2, 10), torch.randn(1, 2, 10)
+    with pytest.raises(ValueError, match="pairs"):
+        ck.depthwise_grad_weight(x, gy, (3,), 1, ((1, 1), (1, 1)), 1)
+    with pytest.raises(TypeError, match="pairs"):
+        ck.depthwise_grad_weight(x, gy, (3,), 1, ((1, 1, 1),), 1)
+    with pytest.raises(ValueError, match="smaller than"):
+        ck.depthwise_grad_weight(x, gy, (3,), 1, ((-5, -5),), 1)
+
+
+@needs_native
 def test_expanded_and_channels_last_outputs():
     # stride-0 (expanded) inputs are read through their strides
     x = torch.randn(1, 24, 1, 10).expand(3, 24, 8, 10)
@@ -150,10 +260,55 @@ def test_expanded_and_channels_last_outputs():
 
 
 @needs_native
+def test_concurrent_callers(monkeypatch):
+    # several Python threads share the pool and the workspace
+    monkeypatch.setattr(ck, "_MIN_CHUNK_COST", 1)
+    gen = torch.Generator().manual_seed(5)
+    problems = []
+    for i in range(4):
+        x = torch.randn(2, 16 + 8 * i, 15, 14, generator=gen, dtype=torch.float64)
+        gy = torch.randn(2, 16 + 8 * i, 15, 14, generator=gen, dtype=torch.float64)
+        problems.append((x, gy, reference_grad_weight(x, gy, (7, 5), (1, 1), (3, 2), (1, 1))))
+    errors: list[float] = []
+
+    def worker(x, gy, ref):
+        for _ in range(3):
+            errors.append(rel_err(ck.depthwise_grad_weight(x.float(), gy.float(), (7, 5), 1, (3, 2), 1), ref))
+
+    threads = [threading.Thread(target=worker, args=p) for p in problems]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 12 and max(errors) <= 1e-5
+
+
+@needs_native
 def test_empty_batch_gives_zero_gradient():
     x = torch.randn(0, 4, 10)
     gw = ck.depthwise_grad_weight(x, torch.randn(0, 4, 10), (3,), 1, 1, 1)
     assert gw.shape == (4, 1, 3) and not gw.any()
+
+
+def test_workspace_reuses_and_bounds_buffers(monkeypatch):
+    monkeypatch.setattr(ck, "_ws_free", __import__("collections").OrderedDict())
+    monkeypatch.setattr(ck, "_ws_bytes", 0)
+    monkeypatch.setenv("LARGEKERNEL_NATIVE_WORKSPACE_MB", "1")
+    a = ck._ws_take((4, 1000), torch.float32)
+    ptr = a.data_ptr()
+    ck._ws_give(a)
+    del a
+    b = ck._ws_take((2, 2000), torch.float32)  # same element count and dtype: recycled
+    assert b.data_ptr() == ptr and b.shape == (2, 2000)
+    c = ck._ws_take((4000,), torch.float64)  # other dtype: fresh
+    assert c.data_ptr() != ptr
+    big = torch.empty(2 << 20, dtype=torch.uint8)  # 2 MB > 1 MB limit: never cached
+    ck._ws_give(b, c, big)
+    assert ck._ws_bytes <= 1 << 20
+    assert all(t.nbytes <= 1 << 20 for free in ck._ws_free.values() for t in free)
+    monkeypatch.setenv("LARGEKERNEL_NATIVE_WORKSPACE_MB", "0")
+    ck._ws_give(ck._ws_take((10,), torch.float32))
+    assert ck._ws_bytes == 0 and not ck._ws_free
 
 
 def test_supports():
@@ -195,9 +350,13 @@ def test_bad_arguments():
         ck.depthwise_forward(x, [1.0], 1, 1, 1)
 
 
-def test_disabled_by_env_falls_back_to_pytorch(monkeypatch):
+def test_disabled_by_env_falls_back_to_pytorch(monkeypatch, caplog):
     monkeypatch.setenv("LARGEKERNEL_DISABLE_NATIVE", "1")
-    assert not ck.is_available()
+    monkeypatch.setattr(ck, "_env_warned", False)
+    with caplog.at_level(logging.WARNING, logger=ck.__name__):
+        assert not ck.is_available()
+        assert not ck.is_available()
+    assert len([r for r in caplog.records if "LARGEKERNEL_DISABLE_NATIVE" in r.getMessage()]) == 1
     assert "LARGEKERNEL_DISABLE_NATIVE" in ck.disable_reason()
     x = torch.randn(2, 5, 8, 9)
     assert not ck.supports(x, (5, 1, 3, 3), 1, 1)

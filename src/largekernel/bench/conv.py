@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -181,14 +182,27 @@ def _make_fn(conv: Callable, x: torch.Tensor, w: torch.Tensor, mode: str, groups
     return fwdbwd
 
 
-def _timed(fn: Callable[[], Any], repeats: int, max_seconds: float) -> Timing:
-    """Like :func:`measure`, but a first call slower than ``max_seconds / 2`` is the measurement."""
+def _timed(fn: Callable[[], Any], repeats: int, max_seconds: float) -> tuple[Timing, float]:
+    """Like :func:`measure`, but a first call slower than ``max_seconds / 2`` is the measurement.
+
+    Also returns the median process CPU time of the timed calls: on a shared machine,
+    CPU time / wall time shows how much of the wall time was spent waiting for a core.
+    """
+    cpu: list[float] = []
+
+    def tracked() -> Any:
+        start = time.process_time()
+        out = fn()
+        cpu.append(time.process_time() - start)
+        return out
+
     start = time.perf_counter()
-    fn()
+    tracked()
     first = time.perf_counter() - start
     if first > max_seconds / 2:
-        return Timing(median=first, minimum=first, times=[first])
-    return measure(fn, warmup=0, repeats=repeats, max_seconds=max_seconds)
+        return Timing(median=first, minimum=first, times=[first]), cpu[0]
+    timing = measure(tracked, warmup=0, repeats=repeats, max_seconds=max_seconds)
+    return timing, statistics.median(cpu[-len(timing.times):])
 
 
 def _native_gw_fn(x: torch.Tensor, k: int) -> Callable[[], Any] | None:
@@ -256,19 +270,20 @@ def run(args: argparse.Namespace) -> int:
                         log.info("%s K=%d %s %s: skipped (predicted %.0f s)", case.name, k, impl, mode, predicted)
                         results.append(row)
                         continue
-                    timing = _timed(_make_fn(conv, inputs[layout], w, mode, c), args.repeats, max_seconds)
+                    timing, cpu_s = _timed(_make_fn(conv, inputs[layout], w, mode, c), args.repeats, max_seconds)
                     last[(impl, mode)] = (k, timing.median)
                     row.update(
                         median_s=timing.median,
                         min_s=timing.minimum,
                         times=timing.times,
+                        cpu_s=cpu_s,
                         gflops=row["flops"] / timing.median / 1e9,
                     )
                     results.append(row)
                     log.debug("%s K=%d %s %s: %.2f ms", case.name, k, impl, mode, timing.median * 1e3)
             gw_fn = _native_gw_fn(inputs.get("cl", x), k)
             if gw_fn is not None:
-                timing = _timed(gw_fn, args.repeats, max_seconds)
+                timing, cpu_s = _timed(gw_fn, args.repeats, max_seconds)
                 results.append(
                     {
                         "case": case.name,
@@ -281,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
                         "median_s": timing.median,
                         "min_s": timing.minimum,
                         "times": timing.times,
+                        "cpu_s": cpu_s,
                         "gflops": flops / timing.median / 1e9,
                     }
                 )
@@ -322,7 +338,9 @@ def _ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for case, k, mode in keys:
         torch_times = {
-            lay: times.get((case, k, f"torch_{lay}", mode)) for lay in ("nchw", "cl") if (case, k, f"torch_{lay}", mode) in times
+            lay: times[(case, k, f"torch_{lay}", mode)]
+            for lay in ("nchw", "cl")
+            if (case, k, f"torch_{lay}", mode) in times
         }
         best_layout = min(torch_times, key=torch_times.get) if torch_times else None
         for lay in ("nchw", "cl"):
@@ -348,9 +366,12 @@ def _table(results: list[dict[str, Any]], ratios: list[dict[str, Any]], peak: fl
     times = _lookup(results)
     gf = {(r["case"], r["k"], r["impl"], r["mode"]): r["gflops"] for r in results if "gflops" in r}
     best_cl = {(r["case"], r["k"], r["mode"], r["engine_layout"]): r["vs_best"] for r in ratios}
-    headers = ["case", "K", "mode"] + [f"{i} ms" for i in IMPLS] + ["engine GF/s", "x best(nchw)", "x best(cl)", "gw ms", "gw GF/s"]
+    same = {(r["case"], r["k"], r["mode"], r["engine_layout"]): r["vs_same"] for r in ratios}
+    headers = ["case", "K", "mode"] + [f"{i} ms" for i in IMPLS]
+    headers += ["engine GF/s", "x best(nchw)", "x best(cl)", "x same(nchw)", "x same(cl)", "gw ms", "gw GF/s"]
     rows = []
-    for case, k, mode in sorted({(r["case"], r["k"], r["mode"]) for r in results if r["impl"] != "native_gw"}, key=lambda t: (t[0], t[1], t[2])):
+    keys = sorted({(r["case"], r["k"], r["mode"]) for r in results if r["impl"] != "native_gw"})
+    for case, k, mode in keys:
 
         def ms(impl: str) -> float | None:
             t = times.get((case, k, impl, mode))
@@ -366,11 +387,16 @@ def _table(results: list[dict[str, Any]], ratios: list[dict[str, Any]], peak: fl
                 eng_gf,
                 best_cl.get((case, k, mode, "nchw")),
                 best_cl.get((case, k, mode, "cl")),
+                same.get((case, k, mode, "nchw")),
+                same.get((case, k, mode, "cl")),
                 None if gw_t is None else gw_t * 1e3,
                 gw_gf,
             ]
         )
-    title = f"depthwise conv, 'same' padding; matmul peak {peak:.0f} GF/s; x best = PyTorch best layout / engine"
+    title = (
+        f"depthwise conv, 'same' padding; matmul peak {peak:.0f} GF/s; "
+        "x best / x same = PyTorch (best layout / same layout) time over engine time (engine given NCHW or CL)"
+    )
     return title + "\n" + report.format_table(headers, rows)
 
 
@@ -389,4 +415,6 @@ def _plot(path: str, results: list[dict[str, Any]]) -> None:
                         [r["median_s"] * 1e3 if "median_s" in r else None for r in rows],
                     )
             panels[f"{case} {label}"] = series
-    report.plot_lines(path, panels, xlabel="kernel size K", ylabel="time (ms)", logx=True, logy=True, title="largekernel bench conv")
+    report.plot_lines(
+        path, panels, xlabel="kernel size K", ylabel="time (ms)", logx=True, logy=True, title="largekernel bench conv"
+    )

@@ -194,6 +194,9 @@ def plot_lines(
         ax.set_ylabel(ylabel)
         if logx:
             ax.set_xscale("log")
+            if len(all_x) == 1:  # a lone point: give the axis some room around it
+                (only,) = all_x
+                ax.set_xlim(only / 1.5, only * 1.5)
             if all_x and len(all_x) <= 16:
                 # label the measured x values in plain numbers instead of powers of ten
                 ax.set_xticks(sorted(all_x))

@@ -1,11 +1,149 @@
-"""`largekernel bench train` (not implemented yet)."""
+"""``largekernel bench train``: training throughput with and without the engine.
+
+One optimiser step (forward + backward + AdamW step) of the same model, with the same initial
+weights and batch, is timed twice: with its convolutions on PyTorch and after
+:func:`largekernel.nn.accelerate.accelerate`. Reports images/s from the median step time.
+"""
+
+from __future__ import annotations
 
 import argparse
+import copy
+import json
+import logging
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from largekernel.bench import report
+from largekernel.bench.timing import measure
+
+__all__ = ["add_arguments", "run", "step_fn"]
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--model", default="unireplknet_a", help="registered model name")
+    parser.add_argument("--model-kwargs", default=None, help="model options as JSON")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--in-chans", type=int, default=3)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per mode (median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
+    parser.add_argument("--max-seconds", type=float, default=None, help="time budget per mode")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype on CPU")
+    parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats (smoke run)")
+    parser.add_argument("--modes", default="torch,engine", help="comma list of torch,engine")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a bar chart (PNG)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str = "none"):
+    """A closure doing one full training step of ``model`` on ``(x, y)``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("largekernel bench train is not implemented yet")
+    from largekernel.models.registry import create_model
+
+    if args.quick:
+        args.batch_size = min(args.batch_size, 8)
+        args.repeats = min(args.repeats, 2)
+    for name in ("image_size", "batch_size", "in_chans", "num_classes", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = sorted(set(modes) - {"torch", "engine"})
+    if bad or not modes:
+        raise ValueError(f"--modes must be a comma list of torch,engine; got {args.modes!r}")
+    kwargs: dict[str, Any] = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise ValueError("--model-kwargs must be a JSON object")
+    kwargs.setdefault("in_chans", args.in_chans)
+    kwargs.setdefault("num_classes", args.num_classes)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    max_seconds = args.max_seconds if args.max_seconds is not None else (10.0 if args.quick else 60.0)
+
+    torch.manual_seed(args.seed)
+    base = create_model(args.model, **kwargs)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch_size, kwargs["in_chans"], args.image_size, args.image_size, generator=g)
+    y = torch.randint(0, kwargs["num_classes"], (args.batch_size,), generator=g)
+    machine = report.machine_info()
+    results = []
+    for mode in modes:
+        model = copy.deepcopy(base)
+        if mode == "engine":
+            from largekernel.nn.accelerate import accelerate
+
+            model = accelerate(model)
+        timing = measure(step_fn(model, x, y, args.amp), warmup=args.warmup, repeats=args.repeats,
+                         max_seconds=max_seconds)
+        results.append({"mode": mode, "median_s": timing.median, "min_s": timing.minimum,
+                        "times_s": list(timing.times), "images_per_s": args.batch_size / timing.median})
+        log.info("%-6s %.1f images/s (median step %.3f s over %d)", mode, args.batch_size / timing.median,
+                 timing.median, len(timing.times))
+    by_mode = {r["mode"]: r for r in results}
+    speedup = (by_mode["engine"]["images_per_s"] / by_mode["torch"]["images_per_s"]
+               if len(by_mode) == 2 else None)
+    rows = [[r["mode"], r["images_per_s"], 1000 * r["median_s"], len(r["times_s"])] for r in results]
+    for line in report.format_table(["mode", "img/s", "median ms", "steps"], rows).splitlines():
+        log.info("%s", line)
+    if speedup is not None:
+        log.info("engine / torch throughput: %.2fx", speedup)
+    payload = {
+        "benchmark": "train",
+        "machine": machine,
+        "settings": {"threads": torch.get_num_threads(), "model": args.model, "model_kwargs": kwargs, "image_size": args.image_size,
+                     "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
+                     "amp": args.amp, "quick": args.quick, "max_seconds": max_seconds},
+        "results": results,
+        "speedup_engine_vs_torch": speedup,
+    }
+    if args.json:
+        report.write_json(args.json, payload)
+    if args.plot:
+        _plot(args.plot, results, args)
+    return 0
+
+
+def _plot(path: str, results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    names = [r["mode"] for r in results]
+    values = [r["images_per_s"] for r in results]
+    bars = ax.bar(names, values, color=["#888888", "#2a7ab9"][: len(names)])
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom")
+    ax.set_ylabel("training images / s")
+    ax.set_title(f"{args.model} {args.image_size}px, batch {args.batch_size}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    log.info("wrote %s", path)

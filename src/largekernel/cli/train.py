@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 from pathlib import Path
 
 __all__ = ["register", "build_config", "run"]
@@ -120,6 +119,8 @@ def build_config(args: argparse.Namespace):
     if cfg.model != base.model and mk is None and not any(o.startswith("model_kwargs") for o in overrides):
         # a different model: the default config's kwargs (dims, kernel sizes) would not fit it
         cfg.model_kwargs = {}
+    if cfg.resume and not cfg.output:
+        raise ValueError("--resume needs --output DIR (the run directory to continue)")
     return cfg.validate()
 
 
@@ -132,12 +133,19 @@ def run(args: argparse.Namespace) -> int:
         from largekernel.models.registry import model_entrypoint
 
         model_entrypoint(cfg.model)  # raises ValueError with suggestions
+    import torch
+
+    root = logging.getLogger("largekernel")
+    level, threads = root.level, torch.get_num_threads()
     if cfg.quiet:
-        logging.getLogger("largekernel").setLevel(logging.WARNING)
+        root.setLevel(logging.WARNING)
     try:
         summary = train(cfg)
     except TrainingInterrupted as err:
         log.warning("%s", err)
         return 128 + int(err.signum)
+    finally:  # process-wide settings: restore them for in-process callers (tests, notebooks)
+        root.setLevel(level)
+        torch.set_num_threads(threads)
     log.debug("final top-1 %.4f", summary["final"]["top1"])
     return 0

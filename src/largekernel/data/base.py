@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from largekernel.data.transforms import Normalize, Transform
+from largekernel.data.transforms import Normalize, Transform, resize
 
 __all__ = [
     "DatasetInfo",
@@ -279,9 +279,6 @@ class InMemorySource:
         resize_mode: str = "bicubic",
         fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     ) -> None:
-        from largekernel.data.transforms import resize  # local: avoids a cycle in docs tools
-
-        self._resize = resize
         self.name = name
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -293,7 +290,7 @@ class InMemorySource:
     def prepared(self, image_size: int) -> tuple[torch.Tensor, DatasetInfo]:
         """All images resized to ``image_size`` and the matching :class:`DatasetInfo`."""
         if image_size not in self._by_size:
-            x = self._resize(self.images, image_size, self.resize_mode).contiguous()
+            x = resize(self.images, image_size, self.resize_mode).contiguous()
             mean, std = channel_stats(x[torch.from_numpy(self.splits["train"])])
             info = DatasetInfo(
                 name=self.name,

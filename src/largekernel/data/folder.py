@@ -108,7 +108,9 @@ def _scan_classes(root: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for d in class_dirs:
         files = sorted(
-            p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            p
+            for p in d.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
         )
         if files:
             found[d.name] = files

@@ -2,9 +2,13 @@
 
 Each image shows two endpoint dots and several dashed curves (smooth random walks made of short
 dash segments). Label 1: the two dots sit on the two ends of the same curve. Label 0: each dot
-sits on one end of a different curve. Both classes have the same number of curves and dots,
-curves with the same length distribution, and dot distances matched to each other, so local
-statistics carry no information: a model has to follow a curve across most of the image.
+sits on one end of a different curve. Both classes have the same number of curves and dots and
+the same curve-length distribution; every curve grows from a random middle point in two
+directions, so all ends are alike; the dotted curve is chosen by the same rule in both classes
+and a negative's second dot is at (within a tolerance) the distance the positive's would be,
+and the dots are never closer than about a quarter of the side. Local statistics therefore carry
+(almost) no information: on 6000/2000 images at 32 px a gradient-boosted classifier on the
+histogram of 3x3 binary patterns scores 51 % (chance 50 %), one on the dot distance 52 %.
 
 Guarantees that make the label a function of the image (checked by the tests with a flood fill):
 
@@ -75,6 +79,10 @@ class PathfinderConfig:
         dot_radius: radius of the endpoint dots.
         min_dash_fraction: a curve blocked by others may stop early, but keeps at least this
             fraction of its dashes (otherwise it is re-drawn).
+        min_dot_distance: images whose dots are closer than this fraction of the side are
+            re-drawn (both classes).
+        distance_tolerance: a negative is re-drawn unless its dot distance is within this many
+            pixels of the end-to-end distance of the curve a positive would have dotted.
     """
 
     size: int
@@ -85,6 +93,8 @@ class PathfinderConfig:
     turn_std: float = 0.3
     dot_radius: float = 1.5
     min_dash_fraction: float = 0.8
+    min_dot_distance: float = 0.25
+    distance_tolerance: float = 2.0
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -97,6 +107,8 @@ class PathfinderConfig:
             raise ValueError(f"gap_length must be in (0, {_MAX_GAP}], got {self.gap_length}")
         if self.dash_length <= 0 or self.dot_radius < 0 or self.turn_std < 0:
             raise ValueError("dash_length must be > 0, dot_radius and turn_std >= 0")
+        if not 0 <= self.min_dot_distance < 1 or self.distance_tolerance <= 0:
+            raise ValueError("min_dot_distance must be in [0, 1) and distance_tolerance > 0")
         if not 0 < self.min_dash_fraction <= 1:
             raise ValueError(f"min_dash_fraction must be in (0, 1], got {self.min_dash_fraction}")
 
@@ -196,62 +208,84 @@ class _Canvas:
     def dot_cells(self, y: int, x: int) -> list[tuple[int, int]]:
         return [(y + dy, x + dx) for dy, dx in self.dot]
 
-    def grow(self, rng: np.random.Generator) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]]] | None:
-        """One curve as (list of dash cell lists, gap cells); None if it could not be placed."""
+    def _walk(
+        self, rng: np.random.Generator, y: float, x: float, angle: float, num_dashes: int
+    ) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]]]:
+        """Walk ``dash, gap, dash, ...`` from ``(y, x)``; stops early when blocked.
+
+        Returns the dashes (each a list of cells, starting at the walk's origin) and the
+        cells of the gaps between them (reserved, not drawn). The walk ends on a dash.
+        """
         cfg = self.cfg
-        m = self.margin
         # continuous bounds whose rounding stays inside the 1-pixel margin
         lo, hi = 0.5, self.size - 1.5 - 1e-9
+        n_pieces = 2 * num_dashes - 1
+        # draw the walk's randomness at once (scalar numpy calls dominate otherwise)
+        turns = (rng.normal(0.0, cfg.turn_std, n_pieces) if cfg.turn_std > 0 else np.zeros(n_pieces)).tolist()
+        signs = np.where(rng.random(n_pieces) < 0.5, 1.0, -1.0).tolist()
+        dashes: list[list[tuple[int, int]]] = []
+        gaps: list[tuple[int, int]] = []
+        pending_gap: list[tuple[int, int]] = []
+        for piece in range(n_pieces):
+            is_dash = piece % 2 == 0
+            length = cfg.dash_length if is_dash else cfg.gap_length
+            base = angle + turns[piece]
+            sign = signs[piece]
+            placed = False
+            # when blocked, try progressively sharper turns (alternating sides, random first)
+            for turn in (0.0, 0.35, -0.35, 0.7, -0.7, 1.05, -1.05):
+                a = base + sign * turn
+                y1, x1 = y + length * math.sin(a), x + length * math.cos(a)
+                # the canvas is convex: in-bounds end points mean an in-bounds segment
+                if not (lo <= y1 <= hi and lo <= x1 <= hi):
+                    continue
+                cells = _segment_cells(y, x, y1, x1)
+                if self.free(cells, 1):
+                    placed = True
+                    break
+            if not placed:
+                break
+            if is_dash:
+                dashes.append(cells)
+                gaps.extend(pending_gap)
+                pending_gap = []
+            else:
+                pending_gap = cells
+            y, x, angle = y1, x1, a
+        # the walk must end where an end dot fits (else it is shortened)
+        while len(dashes) >= 2 and not self.free(self.dot_cells(*dashes[-1][-1]), 0):
+            dashes.pop()
+        return dashes, gaps
+
+    def grow(self, rng: np.random.Generator) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]]] | None:
+        """One curve as (list of dash cell lists, gap cells); None if it could not be placed.
+
+        A curve grows from a random middle point in two opposite directions, so both of its
+        ends are made the same way (an end is often where growth was blocked); dots then see
+        the same surroundings whichever end they are put on.
+        """
+        cfg = self.cfg
+        m = self.margin
+        half = cfg.num_dashes // 2 + 1
+        need = max(2, math.ceil(cfg.min_dash_fraction * cfg.num_dashes))
         for _ in range(20):
             y, x = (float(v) for v in rng.uniform(m, self.size - 1 - m, size=2))
-            start = (int(round(y)), int(round(x)))
-            if not self.free(self.dot_cells(*start), 0):
+            if not self.free([(int(y + 0.5), int(x + 0.5))], 1):
                 continue
             angle = float(rng.uniform(0.0, 2.0 * math.pi))
-            dashes: list[list[tuple[int, int]]] = []
-            gaps: list[tuple[int, int]] = []
-            pending_gap: list[tuple[int, int]] = []
-            n_pieces = 2 * cfg.num_dashes - 1
-            # draw the curve's randomness at once (scalar numpy calls dominate otherwise)
-            turns = (rng.normal(0.0, cfg.turn_std, n_pieces) if cfg.turn_std > 0 else np.zeros(n_pieces)).tolist()
-            signs = np.where(rng.random(n_pieces) < 0.5, 1.0, -1.0).tolist()
-            for piece in range(n_pieces):
-                is_dash = piece % 2 == 0
-                length = cfg.dash_length if is_dash else cfg.gap_length
-                base = angle + turns[piece]
-                # when blocked, try progressively sharper turns (alternating sides, random first)
-                sign = signs[piece]
-                placed = False
-                for turn in (0.0, 0.35, -0.35, 0.7, -0.7, 1.05, -1.05):
-                    a = base + sign * turn
-                    y1, x1 = y + length * math.sin(a), x + length * math.cos(a)
-                    # the canvas is convex: in-bounds end points mean an in-bounds segment
-                    if not (lo <= y1 <= hi and lo <= x1 <= hi):
-                        continue
-                    cells = _segment_cells(y, x, y1, x1)
-                    if self.free(cells, 1):
-                        placed = True
-                        break
-                if not placed:
-                    break
-                if is_dash:
-                    dashes.append(cells)
-                    gaps.extend(pending_gap)
-                    pending_gap = []
-                else:
-                    pending_gap = cells
-                y, x, angle = y1, x1, a
-            if len(dashes) < max(2, math.ceil(cfg.min_dash_fraction * cfg.num_dashes)):
+            d1, g1 = self._walk(rng, y, x, angle, half)
+            d2, g2 = self._walk(rng, y, x, angle + math.pi, half)
+            if not d1 or not d2:
                 continue
-            # the curve ends on its last dash; its end dot must fit too (else shorten it)
-            while len(dashes) >= 2:
-                end = dashes[-1][-1]
-                if self.free(self.dot_cells(*end), 0):
-                    break
-                dashes.pop()
-            if len(dashes) < max(2, math.ceil(cfg.min_dash_fraction * cfg.num_dashes)):
+            # the two first dashes meet at the middle point: join them into one dash
+            middle = [c[::-1] for c in d1[:0:-1]] if len(d1) > 1 else []
+            joined = d1[0][::-1] + d2[0][1:]
+            dashes = middle + [joined] + d2[1:]
+            if len(dashes) < need:
                 continue
-            return dashes, gaps
+            if not (self.free(self.dot_cells(*dashes[0][0]), 0) and self.free(self.dot_cells(*dashes[-1][-1]), 0)):
+                continue
+            return dashes, g1 + g2
         return None
 
     def reserve(self, solid: np.ndarray) -> None:
@@ -275,7 +309,7 @@ def generate_pathfinder_image(
     if label not in (0, 1):
         raise ValueError(f"label must be 0 or 1, got {label!r}")
     size = cfg.size
-    for _attempt in range(100):
+    for _attempt in range(1000):
         canvas = _Canvas(cfg)
         curves = []
         for _ in range(cfg.num_curves):
@@ -302,31 +336,34 @@ def generate_pathfinder_image(
             curves.append((drawn, start, end))
         if len(curves) < cfg.num_curves:
             continue
+        # Both classes put one dot on the first end of a curve k and the other on the second
+        # end of k (label 1) or of the curve j whose second end is at the same distance from
+        # k's first end (label 0). k is drawn uniformly among the curves for which such a j
+        # exists (within tolerance) and whose ends are not too close (no small window may see
+        # both dots), by the same rule in both classes, so the classes share one distribution
+        # of dot distance and of the dots' surroundings.
+        usable = []
+        for k in range(len(curves)):
+            start_k, final_k = curves[k][1], curves[k][2]
+            target = math.dist(start_k, final_k)
+            if target < cfg.min_dot_distance * size:
+                continue
+            err, j = min((abs(math.dist(start_k, curves[j][2]) - target), j) for j in range(len(curves)) if j != k)
+            if err <= cfg.distance_tolerance:
+                usable.append((k, j))
+        if not usable:
+            continue
+        k, j = usable[int(rng.integers(len(usable)))]
+        dots = (curves[k][1], curves[k][2] if label == 1 else curves[j][2])
         break
     else:  # pragma: no cover - the configurations above never get here
         raise RuntimeError(f"could not place {cfg.num_curves} curves on a {size}px image")
 
-    first = curves[0]
-    if label == 1:
-        dots = (first[1], first[2])
-    else:
-        # match the dot distance of the negative to what this image's positive would have
-        # (curve 0's end-to-end distance), so distance is no shortcut
-        target = math.dist(first[1], first[2])
-        best, best_err = None, math.inf
-        for j in range(1, len(curves)):
-            for a in (first[1], first[2]):
-                for b in (curves[j][1], curves[j][2]):
-                    err = abs(math.dist(a, b) - target)
-                    if err < best_err:
-                        best, best_err = (a, b), err
-        assert best is not None
-        dots = best
     image = np.zeros((size, size), dtype=np.uint8)
     masks = []
     for drawn, _, _ in curves:
         image[drawn] = 255
-    dot_cells = [c for d in dots for c in _Canvas(cfg).dot_cells(*d)]
+    dot_cells = [c for d in dots for c in canvas.dot_cells(*d)]
     ys, xs = zip(*dot_cells)
     image[ys, xs] = 255
     if keep_curves:
@@ -334,7 +371,7 @@ def generate_pathfinder_image(
             mask = drawn.copy()
             for d in dots:
                 if d in (start, end):
-                    dy, dx = zip(*_Canvas(cfg).dot_cells(*d))
+                    dy, dx = zip(*canvas.dot_cells(*d))
                     mask[dy, dx] = True
             masks.append(mask)
     return PathfinderSample(image=image, label=int(label), dots=(tuple(dots[0]), tuple(dots[1])), curves=masks)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -144,8 +145,9 @@ def build_dataset(
     """
     check_split(split)
     image_size = check_image_size(image_size)
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = int(seed)
     kind, arg = _parse(spec, root)
     if root is not None and kind != "folder":
         log.debug("root=%r ignored for data set %r", root, spec)
@@ -194,7 +196,8 @@ def build_loaders(
 
     The train loader shuffles (seeded) and drops nothing; augmentation (``augment``) applies to
     the train split only. With ``distributed=True`` both use a ``DistributedSampler`` (needs an
-    initialised process group).
+    initialised process group; note that it pads the evaluation split with repeated samples so
+    every rank gets the same count, so exact metrics should be computed on one rank).
 
     Args:
         spec: data-set spec.

@@ -9,12 +9,12 @@ on NCHW and the block norm is a LayerNorm2d; the others run the MLP channels-las
 ``nn.Linear``. timm checkpoints load with ``strict=True`` without key mapping.
 
 With ``mixer=<name>`` the depthwise conv is replaced by :func:`largekernel.nn.mixers.create_mixer`
-(still stored as ``conv_dw``).
+(still stored as ``conv_dw``). ``largekernel.reparameterize(model)`` folds each layer scale into
+``mlp.fc2`` (and reparameterises a swapped-in mixer that supports it).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import torch
@@ -24,12 +24,12 @@ from torch.utils.checkpoint import checkpoint
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
+from largekernel.ops.fusion import compute_dtype
 from largekernel.nn.layers import DropPath, LayerNorm2d
 from largekernel.nn.mixers import MIXERS_NEEDING_SIZE, create_mixer
 
 __all__ = ["ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage"]
 
-logger = logging.getLogger(__name__)
 
 _LN_EPS = 1e-6
 
@@ -70,11 +70,16 @@ def resolve_ls_init(ls_init_value: float | None, layer_scale_init_value: float |
     value = ls_init_value if ls_init_value is not None else layer_scale_init_value
     if value is None:
         return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"ls_init_value must be a number >= 0 (0 disables the layer scale), got {value!r}")
     return float(value) if value > 0 else None
 
 
 def select_indices(indices: int | Sequence[int] | None, n: int) -> list[int]:
-    """timm's ``forward_intermediates`` index rule: an int k = the last k stages; negatives wrap."""
+    """timm's ``forward_intermediates`` index rule: an int k = the last k stages; negatives wrap.
+
+    Returns the normalised indices in the order given.
+    """
     if indices is None:
         return list(range(n))
     if isinstance(indices, int) and not isinstance(indices, bool):
@@ -88,7 +93,7 @@ def select_indices(indices: int | Sequence[int] | None, n: int) -> list[int]:
         out.append(i % n)
     if not out:
         raise ValueError("indices must not be empty")
-    return sorted(set(out))
+    return out
 
 
 def init_weights(model: nn.Module, mixer_attr: str | None = None) -> None:
@@ -142,6 +147,37 @@ def stage_mixer_kwargs(
             raise ValueError(f"img_size={img_size} is too small for {num_stages} stages")
         out.append(dict(base, size=(h, w)))
     return out
+
+
+@torch.no_grad()
+def fold_output_scale(layer: nn.Module, scale: torch.Tensor) -> None:
+    """``scale * layer(x) == layer'(x)``: scale the output rows of a Linear / 1x1 conv in place."""
+    w = layer.weight
+    dtype = compute_dtype(w.dtype)
+    s = scale.detach().to(dtype)
+    w.copy_(w.to(dtype) * s.reshape((-1,) + (1,) * (w.dim() - 1)))
+    if layer.bias is not None:
+        layer.bias.copy_(layer.bias.to(dtype) * s)
+
+
+@torch.no_grad()
+def fold_bn_into_next(bn: nn.BatchNorm2d, layer: nn.Conv2d) -> None:
+    """``layer(BN(x)) == layer'(x)`` for an eval-mode BN followed by a 1x1 conv; edits ``layer`` in place."""
+    w = layer.weight
+    dtype = compute_dtype(w.dtype)
+    std = (bn.running_var.to(dtype) + bn.eps).sqrt()
+    gamma = bn.weight.to(dtype) if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias.to(dtype) if bn.bias is not None else torch.zeros_like(std)
+    scale = gamma / std
+    shift = beta - bn.running_mean.to(dtype) * scale
+    w_c = w.to(dtype)
+    bias = layer.bias.to(dtype) if layer.bias is not None else torch.zeros(w.shape[0], dtype=dtype, device=w.device)
+    new_bias = bias + w_c.flatten(1) @ shift
+    w.copy_(w_c * scale.reshape(1, -1, 1, 1))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(new_bias.to(w.dtype))
+    else:
+        layer.bias.copy_(new_bias)
 
 
 def trunc_normal_init(module: nn.Module) -> None:
@@ -239,6 +275,16 @@ class ConvNeXtBlock(nn.Module):
         if self.gamma is not None:
             x = x * self.gamma.reshape(1, -1, 1, 1)
         return self.drop_path(x) + shortcut
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Inference form: fold the layer scale ``gamma`` into ``mlp.fc2`` (exact; idempotent).
+
+        The state dict then has no ``gamma``. Training afterwards trains the merged weights.
+        """
+        if self.gamma is not None:
+            fold_output_scale(self.mlp.fc2, self.gamma)
+            self.gamma = None
 
 
 class ConvNeXtStage(nn.Module):
@@ -391,7 +437,8 @@ class ConvNeXt(nn.Module):
         self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
         self.head = None if features_only else ConvNeXtHead(prev, num_classes, drop_rate)
 
-        init_weights(self, mixer_attr="conv_dw" if mixer is not None else None)
+        # custom mixers keep their own init; the plain depthwise conv gets timm's
+        init_weights(self, mixer_attr="conv_dw" if mixer not in (None, "dwconv") else None)
         if self.head is not None and isinstance(self.head.fc, nn.Linear):
             with torch.no_grad():
                 self.head.fc.weight.mul_(head_init_scale)
@@ -434,17 +481,22 @@ class ConvNeXt(nn.Module):
         return self.head(x, pre_logits=pre_logits)
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices`` (an int n = the last n stages; default all)."""
+        """Stage outputs (NCHW) for ``indices``, in the order given.
+
+        Args:
+            x: Input images ``(N, in_chans, H, W)``.
+            indices: Stage indices (negatives count from the end), an int ``n`` for the last ``n``
+                stages, or ``None`` for all.
+        """
         wanted = select_indices(indices, len(self.stages))
-        out = []
+        maps: dict[int, torch.Tensor] = {}
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             x = stage(x)
-            if i in wanted:
-                out.append(x)
+            maps[i] = x
             if i >= max(wanted):
                 break  # later stages are not needed
-        return out
+        return [maps[i] for i in wanted]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:

@@ -9,6 +9,9 @@ Layout (timm 1.x): ``stem.0`` conv 4x4 s4 + ``stem.1`` BatchNorm; ``stages.i.dow
 
 With ``mixer=<name>`` every token mixer is built by :func:`largekernel.nn.mixers.create_mixer`
 (still stored as ``token_mixer``) with ``kernel_size = band_kernel_size``.
+``largekernel.reparameterize(model)`` folds each block's BatchNorm into ``mlp.fc1`` and its layer
+scale into ``mlp.fc2``; the Inception mixers keep their split form, which is faster than one dense
+kernel.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from torch.utils.checkpoint import checkpoint
 from largekernel.models.convnext import (
     ConvMlp,
     check_depths_dims,
+    fold_bn_into_next,
+    fold_output_scale,
     init_weights,
     per_stage,
     resolve_ls_init,
@@ -84,6 +89,20 @@ class MetaNeXtBlock(nn.Module):
         if self.gamma is not None:
             x = x * self.gamma.reshape(1, -1, 1, 1)
         return self.drop_path(x) + shortcut
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Inference form: fold the BN into ``mlp.fc1`` and ``gamma`` into ``mlp.fc2`` (idempotent).
+
+        Exact for the eval-mode block (the BN's running statistics are used). The state dict then
+        has no ``norm.*`` / ``gamma``. The Inception mixer keeps its split form (faster than dense).
+        """
+        if isinstance(self.norm, nn.BatchNorm2d):
+            fold_bn_into_next(self.norm, self.mlp.fc1)
+            self.norm = nn.Identity()
+        if self.gamma is not None:
+            fold_output_scale(self.mlp.fc2, self.gamma)
+            self.gamma = None
 
 
 class MetaNeXtStage(nn.Module):
@@ -220,7 +239,9 @@ class MetaNeXt(nn.Module):
             for kw in stage_mixer_kwargs(mixer, mixer_kwargs, img_size, len(depths))
         ]
 
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True), nn.BatchNorm2d(dims[0]))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True), nn.BatchNorm2d(dims[0])
+        )
         # device="cpu" so that construction also works under a `with torch.device("meta")` context
         dp_rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         stages, entries = [], []
@@ -229,7 +250,10 @@ class MetaNeXt(nn.Module):
             stride = 1 if i == 0 else 2
             reduction *= stride
             stages.append(
-                MetaNeXtStage(prev, dim, stride, depth, dp_rates[cursor : cursor + depth], mlp_ratios[i], ls_init_value, block_kwargs[i])
+                MetaNeXtStage(
+                    prev, dim, stride, depth, dp_rates[cursor : cursor + depth], mlp_ratios[i], ls_init_value,
+                    block_kwargs[i],
+                )
             )
             entries.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
             prev, cursor = dim, cursor + depth
@@ -240,7 +264,8 @@ class MetaNeXt(nn.Module):
         self.head = None if features_only else MlpHead(prev, num_classes, head_mlp_ratio, drop_rate)
         self.head_hidden_size = self.head.hidden_size if self.head is not None else prev
 
-        init_weights(self, mixer_attr="token_mixer" if mixer is not None else None)
+        # custom mixers keep their own init; the Inception and plain depthwise convs get timm's
+        init_weights(self, mixer_attr="token_mixer" if mixer not in (None, "dwconv", "inception") else None)
         if self.head is not None and isinstance(self.head.fc2, nn.Linear):
             with torch.no_grad():
                 self.head.fc2.weight.mul_(head_init_scale)
@@ -283,17 +308,22 @@ class MetaNeXt(nn.Module):
         return self.head(x, pre_logits=pre_logits)
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices`` (an int n = the last n stages; default all)."""
+        """Stage outputs (NCHW) for ``indices``, in the order given.
+
+        Args:
+            x: Input images ``(N, in_chans, H, W)``.
+            indices: Stage indices (negatives count from the end), an int ``n`` for the last ``n``
+                stages, or ``None`` for all.
+        """
         wanted = select_indices(indices, len(self.stages))
-        out = []
+        maps: dict[int, torch.Tensor] = {}
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             x = stage(x)
-            if i in wanted:
-                out.append(x)
+            maps[i] = x
             if i >= max(wanted):
-                break
-        return out
+                break  # later stages are not needed
+        return [maps[i] for i in wanted]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:

@@ -33,7 +33,7 @@ from torch import nn
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
-from largekernel.nn.fusion import fuse_conv_bn, identity_kernel, pad_kernel_to
+from largekernel.ops.fusion import fuse_conv_bn, identity_kernel, pad_kernel_to
 from largekernel.nn.layers import DropPath, SqueezeExcite
 from largekernel.nn.ls_conv import SKA_IMPLS, ConvBN, LSConv
 
@@ -238,7 +238,7 @@ class LSNet(nn.Module):
         out_indices: Stages returned when ``features_only``.
 
     Example:
-        >>> model = LSNet(num_classes=10, dims=(16, 32, 48, 64), depths=(1, 2, 2, 2))
+        >>> model = LSNet(num_classes=10, dims=(16, 32, 48, 64), depths=(1, 2, 2, 2)).eval()
         >>> model(torch.randn(1, 3, 64, 64)).shape
         torch.Size([1, 10])
     """

@@ -34,7 +34,9 @@ class _LongConvMixer(nn.Module):
 
     def __init__(self, dim, seq_len, causal, squash_lambda, dropout, mode, device=None, dtype=None):
         super().__init__()
-        self.conv = LongConv(dim, seq_len, causal=causal, squash_lambda=squash_lambda, mode=mode, device=device, dtype=dtype)
+        self.conv = LongConv(
+            dim, seq_len, causal=causal, squash_lambda=squash_lambda, mode=mode, device=device, dtype=dtype
+        )
         self.act = nn.GELU()
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)

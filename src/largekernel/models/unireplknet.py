@@ -18,7 +18,7 @@ from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
 from largekernel.nn.dilated_reparam import DilatedReparamConv
-from largekernel.nn.fusion import compute_dtype, fuse_conv_bn
+from largekernel.ops.fusion import compute_dtype, fuse_conv_bn
 from largekernel.nn.layers import GRN, DropPath, LayerNorm2d, SqueezeExcite
 
 __all__ = ["UniRepLKNet", "UniRepLKNetBlock", "default_kernel_sizes", "UNIREPLKNET_CONFIGS"]
@@ -121,6 +121,7 @@ class UniRepLKNetBlock(nn.Module):
         else:
             raise ValueError(f"kernel_size must be 0, 3, 5 or >= 7 (DRB table), got {kernel_size!r}")
         self.kernel_size = kernel_size
+        self.mixer = mixer
         # a foldable BN exists unless deployed into a conv; an identity or foreign mixer keeps it
         # in deploy form too, since there is no conv to fold it into
         foldable = kernel_size in (3, 5) or (kernel_size >= 7 and mixer is None)
@@ -152,7 +153,8 @@ class UniRepLKNetBlock(nn.Module):
         """Fold BNs, GRN beta and the layer scale into convs/linears (official deploy layout). Idempotent."""
         if hasattr(self.dwconv, "reparameterize"):
             self.dwconv.reparameterize()
-        if isinstance(self.norm, nn.BatchNorm2d):
+        # with a foreign mixer the BN stays (deploy=True builds it the same way, so layouts agree)
+        if isinstance(self.norm, nn.BatchNorm2d) and (self.mixer is None or self.kernel_size < 7):
             conv = None
             if isinstance(self.dwconv, DilatedReparamConv) and self.dwconv.deploy:
                 conv, owner, attr = self.dwconv.lk_origin, self.dwconv, "lk_origin"
@@ -174,7 +176,11 @@ class UniRepLKNetBlock(nn.Module):
             wdtype = linear.weight.dtype
             cd = compute_dtype(wdtype)
             weight = linear.weight.to(cd)
-            bias = linear.bias.to(cd) if linear.bias is not None else torch.zeros(weight.shape[0], dtype=cd, device=weight.device)
+            bias = (
+                linear.bias.to(cd)
+                if linear.bias is not None
+                else torch.zeros(weight.shape[0], dtype=cd, device=weight.device)
+            )
             if grn.beta is not None:
                 # GRN adds beta after the normalisation; through the linear it is a constant W @ beta
                 bias = bias + weight @ grn.beta.reshape(-1).to(cd)

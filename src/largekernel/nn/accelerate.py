@@ -66,3 +66,8 @@ def accelerate(model: nn.Module, *, inplace: bool = True, min_kernel_size: int =
         converted += 1
     logger.info("accelerate: converted %d convolution(s), left %d foreign subclass(es)", converted, skipped)
     return model
+
+
+# ``largekernel.nn`` may re-export this function under the module's own name, which shadows the
+# submodule attribute; the self-reference keeps ``largekernel.nn.accelerate.accelerate`` working.
+accelerate.accelerate = accelerate  # type: ignore[attr-defined]

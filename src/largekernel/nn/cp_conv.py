@@ -30,7 +30,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from largekernel.nn.conv import Conv1d, Conv2d, Conv3d
 from largekernel.ops.conv import conv
@@ -309,7 +308,8 @@ class _CPConvNd(nn.Module):
         w = conv_module.weight
         module = cls(
             conv_module.in_channels, conv_module.out_channels, tuple(conv_module.kernel_size), rank,
-            tuple(conv_module.stride), conv_module.padding if isinstance(conv_module.padding, str) else tuple(conv_module.padding),
+            tuple(conv_module.stride),
+            conv_module.padding if isinstance(conv_module.padding, str) else tuple(conv_module.padding),
             tuple(conv_module.dilation), bias=conv_module.bias is not None, device=w.device, dtype=w.dtype,
         )
         factors, err = cp_als(w, rank, iters=iters, init="random" if method == "als" else "svd", generator=generator)

@@ -198,6 +198,8 @@ class _DCLSConvNd(nn.Module):
 
     def reset_parameters(self) -> None:
         """Weight and bias like ``nn.ConvNd`` (fan-in = ``C_in/groups * K``), ``P ~ N(0, 0.5)``, ``SIG = 0.23``."""
+        if self.deployed:
+            raise RuntimeError("reset_parameters() is not available after reparameterize()")
         fan_in = self.weight.shape[1] * self.kernel_count
         bound = 1.0 / math.sqrt(fan_in)
         with torch.no_grad():
@@ -222,14 +224,15 @@ class _DCLSConvNd(nn.Module):
         if self.deployed:
             return
         lo, hi = self._bounds(self.P)
-        self.P.copy_(torch.maximum(torch.minimum(self.P, hi), lo))
+        self.P.copy_(torch.clamp(self.P, lo, hi))
 
     def dense_kernel(self) -> torch.Tensor:
         """The dense ``(C_out, C_in/groups, *dilated_kernel_size)`` kernel (differentiable)."""
         if self.deployed:
             return self.weight
         lo, hi = self._bounds(self.P)
-        positions = torch.maximum(torch.minimum(self.P, hi), lo)
+        # torch.clamp passes the full gradient at the bounds (min/max would split it in half there)
+        positions = torch.clamp(self.P, lo, hi)
         return dcls_dense_kernel(self.weight, positions, self.SIG, self.dilated_kernel_size, self.version)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

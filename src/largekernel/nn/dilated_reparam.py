@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from largekernel.nn.conv import Conv1d, Conv2d, Conv3d
-from largekernel.nn.fusion import compute_dtype, dilate_kernel, fuse_conv_bn, pad_kernel_to
+from largekernel.ops.fusion import compute_dtype, dilate_kernel, fuse_conv_bn, pad_kernel_to
 
 __all__ = ["DilatedReparamConv", "DILATED_BRANCHES"]
 
@@ -127,7 +127,8 @@ class DilatedReparamConv(nn.Module):
         if self.deploy:
             bias = self.lk_origin.bias
             if bias is None:
-                bias = torch.zeros(self.channels, dtype=self.lk_origin.weight.dtype, device=self.lk_origin.weight.device)
+                w = self.lk_origin.weight
+                bias = torch.zeros(self.channels, dtype=w.dtype, device=w.device)
             return self.lk_origin.weight, bias
         w = self.lk_origin.weight
         kdtype = compute_dtype(w.dtype)

@@ -8,7 +8,8 @@ checkpoints load unchanged.
 
 The whole mixer is linear and per-channel, so it equals ONE depthwise conv whose kernel is
 the identity one-hot (identity channels), or the branch kernel zero-padded to the common size
-(:meth:`InceptionDWConv2d.to_dense`). The split form stays the default forward because it is
+(:meth:`InceptionDWConv2d.to_dense`, or in place :meth:`InceptionDWConv2d.densify`). The split
+form stays the default forward, and is what whole-model reparameterisation keeps, because it is
 cheaper: most channels are copied and the bands touch ``k_b`` taps instead of ``k_b**2``.
 """
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from largekernel.nn.conv import Conv2d
-from largekernel.nn.fusion import dilate_kernel, identity_kernel, pad_kernel_to
+from largekernel.ops.fusion import dilate_kernel, identity_kernel, pad_kernel_to
 
 __all__ = ["InceptionDWConv2d"]
 
@@ -102,7 +103,7 @@ class InceptionDWConv2d(nn.Module):
         self.dwconv_h = Conv2d(
             gc, gc, (kb, 1), padding=(band_pad, 0), dilation=(dilation, 1), groups=gc, **factory
         )
-        # set by reparameterize(): the single equivalent depthwise conv
+        # set by densify(): the single equivalent depthwise conv
         self.dense: Conv2d | None = None
 
     @property
@@ -129,16 +130,15 @@ class InceptionDWConv2d(nn.Module):
         n_id, gc = self.split_sizes[0], self.branch_channels
         d = self.dilation
         parts = [identity_kernel(n_id, k, dtype=ref.dtype, device=ref.device)]
+        biases = [torch.zeros(n_id, dtype=ref.dtype, device=ref.device)]
         for conv in (self.dwconv_hw, self.dwconv_w, self.dwconv_h):
-            # dilated taps -> dense taps with zeros between, then centre in the K x K grid
-            w = dilate_kernel(conv.weight.detach(), (d if conv.kernel_size[0] > 1 else 1, d if conv.kernel_size[1] > 1 else 1))
-            parts.append(pad_kernel_to(w, k))
-        weight = torch.cat(parts, dim=0)
-        zeros = torch.zeros(n_id, dtype=ref.dtype, device=ref.device)
-        biases = [zeros]
-        for conv in (self.dwconv_hw, self.dwconv_w, self.dwconv_h):
-            biases.append(conv.bias.detach() if conv.bias is not None else torch.zeros(gc, dtype=ref.dtype, device=ref.device))
-        return weight, torch.cat(biases)
+            # dilated taps -> dense taps with zeros between (only along axes longer than 1),
+            # then centre the kernel in the common K x K grid
+            dil = tuple(d if size > 1 else 1 for size in conv.kernel_size)
+            parts.append(pad_kernel_to(dilate_kernel(conv.weight.detach(), dil), k))
+            bias = conv.bias.detach() if conv.bias is not None else ref.new_zeros(gc)
+            biases.append(bias)
+        return torch.cat(parts, dim=0), torch.cat(biases)
 
     def to_dense(self) -> Conv2d:
         """Build one depthwise ``K x K`` conv (``K = dense_kernel_size``) equal to this mixer.
@@ -158,29 +158,31 @@ class InceptionDWConv2d(nn.Module):
             conv.bias.copy_(bias)
         return conv
 
-    def fuse(self) -> Conv2d:
-        """timm's ``reparameterize_model`` protocol: return the fused replacement module."""
-        return self.to_dense()
-
-    def reparameterize(self) -> None:
+    def densify(self) -> None:
         """Switch this module in place to the single dense conv and drop the branch convs.
 
         The state dict then holds ``dense.weight`` / ``dense.bias`` instead of the branch keys.
-        Usually slower than the split form; useful for export or for kernels fused further.
+
+        Deliberately NOT named ``reparameterize`` / ``fuse``: whole-model reparameterisation
+        (``largekernel.reparameterize``, timm's protocol) calls those to get a faster inference form,
+        but the dense ``K x K`` kernel is usually slower than the split form (``K^2`` taps on every
+        channel instead of ``k_s^2`` or ``k_b`` taps on a quarter of them). Use this for export or when
+        the kernel is fused further.
         """
         if self.dense is not None:
             return
         dense = self.to_dense()
         del self.dwconv_hw, self.dwconv_w, self.dwconv_h
         self.dense = dense
-        logger.debug("InceptionDWConv2d(%d) reparameterised to a %dx%d depthwise conv", self.in_channels, dense.kernel_size[0], dense.kernel_size[1])
-
-    switch_to_deploy = reparameterize
+        logger.debug(
+            "InceptionDWConv2d(%d) densified to a %dx%d depthwise conv",
+            self.in_channels, dense.kernel_size[0], dense.kernel_size[1],
+        )
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, square_kernel_size={self.square_kernel_size}, "
             f"band_kernel_size={self.band_kernel_size}, branch_ratio={self.branch_ratio:g}, "
             f"split={self.split_sizes}" + (f", dilation={self.dilation}" if self.dilation != 1 else "")
-            + (", deploy" if self.dense is not None else "")
+            + (", dense" if self.dense is not None else "")
         )

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from largekernel.nn.conv import Conv2d
-from largekernel.nn.fusion import fuse_conv_bn
+from largekernel.ops.fusion import fuse_conv_bn
 
 __all__ = ["ConvBN", "LSConv", "LKP", "ska", "ska_unfold", "ska_taps", "SKA_IMPLS"]
 
@@ -81,7 +81,9 @@ class ConvBN(nn.Module):
         factory = {"device": device, "dtype": dtype}
         if padding is None:
             padding = kernel_size // 2
-        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False, **factory)
+        self.conv = Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False, **factory
+        )
         self.bn: nn.Module = nn.BatchNorm2d(out_channels, **factory)
         nn.init.constant_(self.bn.weight, bn_weight_init)
 
@@ -203,7 +205,9 @@ class LKP(nn.Module):
         torch.Size([2, 2, 9, 8, 8])
     """
 
-    def __init__(self, dim: int, large_kernel: int = 7, small_kernel: int = 3, groups: int = 8, *, device=None, dtype=None):
+    def __init__(
+        self, dim: int, large_kernel: int = 7, small_kernel: int = 3, groups: int = 8, *, device=None, dtype=None
+    ):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         hidden = dim // 2
@@ -261,7 +265,8 @@ class LSConv(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        for name, value in (("dim", dim), ("large_kernel", large_kernel), ("small_kernel", small_kernel), ("groups", groups)):
+        checks = (("dim", dim), ("large_kernel", large_kernel), ("small_kernel", small_kernel), ("groups", groups))
+        for name, value in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if large_kernel % 2 == 0:

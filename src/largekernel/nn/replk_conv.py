@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from largekernel.nn.conv import Conv2d
-from largekernel.nn.fusion import compute_dtype, fuse_conv_bn, pad_kernel_to
+from largekernel.ops.fusion import compute_dtype, fuse_conv_bn, pad_kernel_to
 
 __all__ = ["ConvBN", "ReparamLargeKernelConv"]
 
@@ -102,7 +102,10 @@ class ReparamLargeKernelConv(nn.Module):
                 f"out_channels={out_channels}, got {groups!r}"
             )
         if small_kernel is not None and (
-            not isinstance(small_kernel, int) or small_kernel <= 0 or small_kernel % 2 == 0 or small_kernel > kernel_size
+            not isinstance(small_kernel, int)
+            or small_kernel <= 0
+            or small_kernel % 2 == 0
+            or small_kernel > kernel_size
         ):
             raise ValueError(
                 f"small_kernel must be None or a positive odd int <= kernel_size={kernel_size}, got {small_kernel!r}"

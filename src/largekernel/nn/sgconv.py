@@ -129,7 +129,16 @@ def fft_correlate(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> tor
         # depthwise / one input per group: a broadcast product, no reduction needed
         yf = xf * wf[:, :, :, 0]
     else:
-        yf = (xf.unsqueeze(2) * wf).sum(dim=3)
+        # channel mixing per frequency as a batched complex matmul: no (N, C_out, C_in, F) temporary
+        n_freq = math.prod(freq)
+        xm = xf.reshape(n_batch, groups, cin_g, n_freq).permute(1, 3, 0, 2)  # (G, F, N, Cin_g)
+        if per_sample:
+            wm = wf.reshape(n_batch, groups, cout_g, cin_g, n_freq).permute(1, 4, 0, 3, 2)  # (G, F, N, Cin_g, Cout_g)
+            ym = (xm.unsqueeze(-2) @ wm).squeeze(-2)  # (G, F, N, Cout_g)
+        else:
+            wm = wf.reshape(groups, cout_g, cin_g, n_freq).permute(0, 3, 2, 1)  # (G, F, Cin_g, Cout_g)
+            ym = xm @ wm
+        yf = ym.permute(2, 0, 3, 1)  # (N, G, Cout_g, F)
     yf = yf.reshape(n_batch, c_out, *freq)
     y = torch.fft.irfftn(yf, s=sizes, dim=dims)
     index = tuple(slice(0, s - k + 1) for s, k in zip(spatial, ksize))

@@ -17,17 +17,29 @@ differentiable PyTorch ops so double-backward keeps working.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
 
-from largekernel.nn.fusion import dilate_kernel
+from largekernel.ops.fusion import dilate_kernel
 from largekernel.ops import native
 from largekernel.ops.fft import _pad_arg, fft_conv, fft_conv_grad_weight
 from largekernel.ops.validation import ConvArgs
 
 __all__ = ["EngineConvFunction", "run_forward", "compute_grad_input", "compute_grad_weight"]
+
+logger = logging.getLogger(__name__)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(what: str, exc: Exception) -> None:
+    if what not in _WARNED:
+        _WARNED.add(what)
+        logger.warning("compiled %s failed (%s: %s); using the PyTorch fallback", what, type(exc).__name__, exc)
 
 
 def run_forward(
@@ -56,10 +68,14 @@ def run_forward(
             and weight.shape[1] == 1
             and weight.shape[0] == x.shape[1] == groups
         ):
-            y = mod.depthwise_forward(x, weight, tuple(stride), sym, tuple(dilation))
-            if bias is not None:
-                y = y + bias.view(1, -1, *([1] * (weight.dim() - 2)))
-            return y
+            try:
+                y = mod.depthwise_forward(x, weight, tuple(stride), sym, tuple(dilation))
+            except Exception as exc:  # noqa: BLE001 - a compiled-kernel failure must not break training
+                _warn_once("depthwise_forward", exc)
+            else:
+                if bias is not None:
+                    y = y + bias.view(1, -1, *([1] * (weight.dim() - 2)))
+                return y
         impl = "native_cl"  # e.g. the flipped kernel of a channel multiplier is not depthwise
     if impl in ("native", "native_cl"):
         return native.native_conv(x, weight, bias, stride, sym, dilation, groups, channels_last=impl == "native_cl")
@@ -113,9 +129,12 @@ def compute_grad_weight(
     if impl == "kernels":
         mod = native.kernels_module()
         if mod is not None and weight.shape[1] == 1 and weight.shape[0] == x.shape[1] == groups:
-            return mod.depthwise_grad_weight(
-                x, grad_output, tuple(weight.shape[2:]), tuple(stride), tuple(padding), tuple(dilation)
-            )
+            try:
+                return mod.depthwise_grad_weight(
+                    x, grad_output, tuple(weight.shape[2:]), tuple(stride), tuple(padding), tuple(dilation)
+                )
+            except Exception as exc:  # noqa: BLE001 - fall back to FFT rather than fail a backward pass
+                _warn_once("depthwise_grad_weight", exc)
         impl = "fft"
     if impl == "fft":
         return fft_conv_grad_weight(
@@ -177,6 +196,9 @@ class EngineConvFunction(torch.autograd.Function):
         if need_w:
             gw = compute_grad_weight(gw_impl, g, xc, wc, args.stride, pad, args.dilation, args.groups)
             gw = gw.to(weight.dtype)
+            if weight.is_contiguous() and not gw.is_contiguous():
+                # DDP's gradient buckets (and optimisers' fused paths) expect the weight's strides
+                gw = gw.contiguous()
         if need_b:
             gb = g.sum(dim=(0, *range(2, g.dim()))).to(ctx.bias_dtype)
         return gi, gw, gb, None, None

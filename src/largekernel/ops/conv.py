@@ -37,6 +37,13 @@ def _sym_args(args: ConvArgs) -> ConvArgs:
     )
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # devices without autocast support (e.g. "meta")
+        return False
+
+
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -75,7 +82,21 @@ def conv(
         >>> conv(x, w, padding="same", groups=8).shape
         torch.Size([2, 8, 32, 32])
     """
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        # tracing/ONNX export/torch.compile need a plain aten graph, not a Python autograd.Function
+        return _CONV_BY_DIM[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
     args = normalize_conv_args(x, weight, bias, stride, padding, dilation, groups)
+    device_type = x.device.type
+    if _autocast_enabled(device_type):
+        # A Python autograd.Function is invisible to autocast, so apply its rule for convolutions
+        # here: eligible (non-float64 floating) inputs run in the autocast dtype.
+        dtype = torch.get_autocast_dtype(device_type)
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+
+        with torch.autocast(device_type, enabled=False):
+            return conv(cast(x), cast(weight), cast(bias), stride, padding, dilation, groups)
     if args.unbatched:
         return conv(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     requires_grad = _needs_grad(x, weight, bias)
@@ -121,8 +142,14 @@ def explain(
         The :class:`~largekernel.ops.dispatch.Plan`; ``print(plan)`` is human-readable.
 
     Example:
-        >>> print(explain((8, 64, 56, 56), (64, 1, 31, 31), padding=15, groups=64).forward)
-        native_cl
+        >>> plan = explain((8, 64, 56, 56), (64, 1, 31, 31), padding=15, groups=64)
+        >>> plan.uses_autograd  # a large depthwise kernel gets the engine's own backward
+        False
+        >>> print(plan)  # doctest: +SKIP
+        forward:     kernels
+        grad_input:  kernels
+        grad_weight: kernels
+        ...
     """
     x = torch.empty(tuple(x_shape), dtype=dtype, device="meta")
     w = torch.empty(tuple(weight_shape), dtype=dtype, device="meta")

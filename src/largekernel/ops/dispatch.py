@@ -1,16 +1,24 @@
-"""Choosing an implementation: heuristics from measurements, forcing, autotuning, explain().
+"""Choosing an implementation: heuristics from measurements, forcing, autotuning.
 
-Measured on the project's 2-core AVX-512 CPU (torch 2.13, float32; see the engine's report):
+Measured on the project's 2-core AVX-512 CPU (torch 2.13, float32, shared and heavily loaded while
+measuring, so only orderings are trusted; the autotuner settles close calls per shape):
 
-* depthwise 2-D forward: oneDNN channels-last is near peak for every K (B=8,C=64,56²: K=17 4 ms,
-  K=31 11 ms) while NCHW falls off a cliff above K=13 (229 ms at K=17); NCHW only wins for tiny
-  kernels once the layout conversion is counted.
-* depthwise weight gradient: oneDNN's is slow in both layouts (K=17 ~200 ms, K=31 ~630 ms);
-  the batch-summed FFT correlation costs ~25-50 ms almost independently of K, and wins from K≈11.
-  The compiled kernels (when built) beat both.
-* 1-D depthwise (B=8,C=256,L=4096): NCL oneDNN is 150-2300 ms; the same conv as a channels-last
-  2-D conv with a (1,K) kernel is 30-60 ms; FFT (~60 ms, K-independent) wins for K ≳ 1000.
-* 3-D depthwise: channels-last wins for K ≤ 7; FFT does not pay off at 32³ for K ≤ 21.
+* depthwise 2-D forward (B=8, C=64, 56²): oneDNN NCHW falls off a cliff above K=13 (229 ms at
+  K=17) and was erratic under load even below (20-40 ms at K=7/13); channels-last oneDNN is near
+  peak (K=17 4.5 ms, K=31 14 ms) except for a slow spot at K≈9-13 (11 ms at K=13). So: channels-
+  last for K ≤ 7 and K ≥ 15 (converting NCHW input costs ~1 ms), the compiled kernel (any layout
+  in) for K=9..13.
+* depthwise weight gradient: oneDNN's is slow in both layouts (K=17 ~200 ms, K=31 ~630 ms); the
+  batch-summed FFT correlation costs ~25-50 ms nearly independently of K and wins from K≈11;
+  the compiled kernel beats both from K=5 (K=3: oneDNN channels-last is as fast).
+* grad_input: a forward conv of the gradient with the flipped kernel, so it costs a forward.
+* 1-D depthwise (B=8, C=256, L=4096): NCL oneDNN 150-2300 ms; as a channels-last 2-D conv with a
+  (1, K) kernel 30-60 ms; FFT ~60 ms (K-independent), crossing over near K=512; the compiled
+  kernel is fastest from K≈5 up to K≈2000, where FFT takes over.
+* 3-D depthwise (B=2, C=32, 32³): channels-last oneDNN wins for K ≤ 7, the compiled kernel from
+  K≈9; FFT does not pay off at this size (K=13: 250 ms vs 195 ms compiled).
+* dense (groups=1) convolutions stay on PyTorch except for very large kernels, where FFT's cost
+  (a complex channel-mixing product per frequency) is far below the direct K^d work.
 """
 
 from __future__ import annotations
@@ -48,8 +56,11 @@ GRAD_WEIGHT_IMPLS = ("kernels", "fft", "aten", "aten_cl", "autograd")
 
 # Thresholds on the largest effective (dilated) kernel extent K, from the measurements above.
 DW_CUSTOM_MIN_K = {1: 4, 2: 4, 3: 4}  # depthwise below this: PyTorch autograd (channels-last) is fine
-DW_NCHW_MAX_K = {1: 13, 2: 13, 3: 0}  # NCHW-contiguous input: oneDNN NCHW forward up to this K
-DW_KERNELS_FWD_MIN_K = {1: 5, 2: 10**9, 3: 9}  # compiled forward wins from here (2-D: oneDNN NHWC is at peak)
+# oneDNN NC* forward for NC*-contiguous input in this K window (2-D: channels-last has a slow spot at
+# K=9..13 where NCHW is still fine; outside it channels-last is near peak, NCHW erratic under load)
+DW_NCHW_K_RANGE = {1: (1, 13), 2: (9, 13), 3: (0, 0)}
+# compiled forward in this K window (2-D: only where oneDNN channels-last is weak)
+DW_KERNELS_FWD_K_RANGE = {1: (5, 10**9), 2: (9, 13), 3: (9, 10**9)}
 DW_FFT_FWD_MIN_K = {1: 2048, 2: 10**9, 3: 10**9}  # FFT forward (with compiled kernels available)
 DW_FFT_FWD_MIN_K_NO_KERNELS = {1: 512, 2: 10**9, 3: 13}  # FFT forward without compiled kernels
 DW_KERNELS_GW_MIN_K = {1: 4, 2: 4, 3: 4}  # compiled weight gradient from here
@@ -189,6 +200,8 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     cdt = _compute_dtype(x.dtype, x.device)
     torch_plan = dict(grad_input="autograd", grad_weight="autograd", compute_dtype=x.dtype)
 
+    if x.numel() == 0:
+        return Plan("native", reason="empty input: PyTorch", **torch_plan)
     if x.device.type != "cpu":
         # CUDA & co: cuDNN is good at moderate kernels; FFT only for very long kernels.
         if k >= DENSE_FFT_MIN_K[nd] * 4:
@@ -218,12 +231,12 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     if kern_fwd and k >= DW_FFT_FWD_MIN_K[nd] or not kern_fwd and k >= DW_FFT_FWD_MIN_K_NO_KERNELS[nd]:
         fwd = "fft"
         why.append("forward: FFT (cost independent of K)")
-    elif kern_fwd and k >= DW_KERNELS_FWD_MIN_K[nd]:
+    elif kern_fwd and DW_KERNELS_FWD_K_RANGE[nd][0] <= k <= DW_KERNELS_FWD_K_RANGE[nd][1]:
         fwd = "kernels"
         why.append("forward: compiled depthwise kernel")
-    elif not is_cl and k <= DW_NCHW_MAX_K[nd]:
+    elif not is_cl and DW_NCHW_K_RANGE[nd][0] <= k <= DW_NCHW_K_RANGE[nd][1]:
         fwd = "native"
-        why.append(f"forward: oneDNN in the input's NC* layout (K <= {DW_NCHW_MAX_K[nd]})")
+        why.append("forward: oneDNN in the input's NC* layout")
     else:
         fwd = "native_cl"
         why.append("forward: oneDNN channels-last" + (" (input already channels-last)" if is_cl else ""))
@@ -232,7 +245,7 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     if k < DW_CUSTOM_MIN_K[nd] and cdt == x.dtype and fwd in ("native", "native_cl"):
         if nd > 1:
             fwd = "native_cl"
-        why.append("tiny kernel: PyTorch autograd through the channels-last conv" if nd > 1 else "tiny kernel: PyTorch autograd")
+        why.append("tiny kernel: PyTorch autograd" + (" through the channels-last conv" if nd > 1 else ""))
         return Plan(fwd, reason="; ".join(why), **torch_plan)
     gi = fwd
     why.append("grad_input: forward conv with the flipped kernel")
@@ -294,9 +307,11 @@ def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan,
     from largekernel.ops.autograd import compute_grad_weight, run_forward  # noqa: PLC0415
 
     cdt = base.compute_dtype
-    xs = torch.randn(x.shape, dtype=cdt, device=x.device)
+    xs = torch.randn_like(x, dtype=cdt)  # keeps the caller's memory layout
     ws = torch.randn(weight.shape, dtype=cdt, device=x.device)
-    fwd_cands = ["native", "native_cl", "fft"]
+    fwd_cands = ["native_cl", "fft"]
+    if not (args.nd == 2 and args.max_kernel > 13 and args.groups > 1):
+        fwd_cands.insert(0, "native")  # oneDNN's NCHW depthwise cliff: seconds per call, never chosen
     if native.kernels_forward_ok(xs, tuple(weight.shape), args):
         fwd_cands.append("kernels")
     times = {}
@@ -304,7 +319,9 @@ def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan,
         for impl in fwd_cands:
             try:
                 times[impl] = _time(
-                    lambda impl=impl: run_forward(impl, xs, ws, None, args.stride, args.padding, args.dilation, args.groups)
+                    lambda impl=impl: run_forward(
+                        impl, xs, ws, None, args.stride, args.padding, args.dilation, args.groups
+                    )
                 )
             except Exception as exc:  # noqa: BLE001 - a failing candidate is simply not chosen
                 logger.debug("autotune: forward %s failed: %s", impl, exc)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from largekernel.nn.fusion import dilate_kernel
+from largekernel.ops.fusion import dilate_kernel
 
 __all__ = ["fast_fft_size", "fft_conv", "fft_conv_grad_weight"]
 
@@ -94,6 +94,14 @@ def fft_conv(
     nd = weight.dim() - 2
     dims = tuple(range(-nd, 0))
     out_dtype = x.dtype
+    if x.numel() == 0:  # empty batch: FFT libraries reject zero-sized transforms
+        out = [
+            (n + lo + hi - d * (k - 1) - 1) // s + 1
+            for n, k, s, (lo, hi), d in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+        ]
+        # keep the graph connected to x and weight so autograd yields (zero) gradients for both
+        anchor = x.sum() + weight.sum() + (bias.sum() if bias is not None else 0)
+        return x.new_zeros((x.shape[0], weight.shape[0], *out)) + anchor * 0
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xp = F.pad(x.to(cdt), _pad_arg(padding))
     wd = dilate_kernel(weight.to(cdt), tuple(dilation))
@@ -139,6 +147,8 @@ def fft_conv_grad_weight(
     """
     nd = x.dim() - 2
     dims = tuple(range(-nd, 0))
+    if x.numel() == 0 or grad_output.numel() == 0:
+        return x.new_zeros((grad_output.shape[1], x.shape[1] // groups, *kernel_size))
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xp = F.pad(x.to(cdt), _pad_arg(padding))
     g = grad_output.to(cdt)

@@ -15,12 +15,11 @@ import datetime as _dt
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -325,8 +324,22 @@ class Trainer:
                            self.data_info["num_classes"])
 
     # ------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the run exactly (tensors and primitives only)."""
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        """Every rank's RNG state, in rank order (a collective: call on all ranks)."""
+        state = ckpt.capture_rng_state()
+        if not self.dist.enabled:
+            return [state]
+        states: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def state_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (tensors and primitives only).
+
+        Args:
+            rng_states: Per-rank RNG states from :meth:`_gather_rng` (default: this process's).
+        """
+        rng_states = rng_states if rng_states is not None else [ckpt.capture_rng_state()]
         return {
             "format": FORMAT,
             "config": self.cfg.to_dict(),
@@ -337,7 +350,9 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "ema": self.ema.ema_state() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": ckpt.capture_rng_state(),
+            "rng": rng_states[0],
+            # each DDP rank draws its own dropout/augmentation numbers: keep them all
+            "rng_per_rank": rng_states if len(rng_states) > 1 else None,
             "progress": {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
                          "train_loss_sum": self.train_loss_sum, "train_count": self.train_count,
                          "train_seconds": self.train_seconds, "world_size": self.dist.world_size},
@@ -365,13 +380,18 @@ class Trainer:
         self.train_count = int(prog["train_count"])
         self.train_seconds = float(prog.get("train_seconds", 0.0))
         self.history = list(state.get("history", []))
-        ckpt.restore_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        if per_rank and len(per_rank) == self.dist.world_size:
+            ckpt.restore_rng_state(per_rank[self.dist.rank])
+        else:
+            ckpt.restore_rng_state(state["rng"])
 
     def save(self) -> Path | None:
         """Write a training checkpoint (main rank) and wait for it on all ranks."""
         path = None
+        rng_states = self._gather_rng()
         if self.dist.is_main:
-            path = ckpt.save_training_checkpoint(self.state_dict(), self.out_dir, self.step,
+            path = ckpt.save_training_checkpoint(self.state_dict(rng_states), self.out_dir, self.step,
                                                  keep=self.cfg.keep_checkpoints)
             log.debug("saved %s", path)
         barrier()
@@ -453,8 +473,9 @@ class Trainer:
                     logits = self.model(x)
                 loss = self._loss(logits, y, soft)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower lr or "
-                                             f"enable clip_grad")
+                    # a ValueError: the CLI reports it as one line (it is fixed by changing options)
+                    raise ValueError(f"training diverged: loss is {loss.item()} at step {self.step}; "
+                                     f"lower lr, enable clip_grad or check the data")
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             self.train_loss_sum += float(loss.detach()) * y.shape[0]
@@ -486,8 +507,9 @@ class Trainer:
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
         """Evaluate (default: the training model) on the evaluation split, all ranks together."""
-        sync_bn_stats(self.raw_model)
-        return evaluate_model(model if model is not None else self.raw_model, self.eval_loader,
+        target = model if model is not None else self.raw_model
+        sync_bn_stats(target)  # ranks saw different shards: evaluate one agreed set of BN statistics
+        return evaluate_model(target, self.eval_loader,
                               self.data_info["num_classes"], self.device, self.cfg.amp,
                               distributed=self.dist.enabled)
 
@@ -574,9 +596,10 @@ class Trainer:
             "history": self.history,
             "config": cfg.to_dict(),
         }
+        rng_states = self._gather_rng()
         if self.dist.is_main:
             out = self.out_dir
-            ckpt.atomic_torch_save(self.state_dict(), out / TRAIN_CKPT_NAME)
+            ckpt.atomic_torch_save(self.state_dict(rng_states), out / TRAIN_CKPT_NAME)
             metadata = {"data": self.data_info, "metrics": {"top1": final["top1"], "top5": final["top5"]},
                         "weights": chosen_name}
             try:

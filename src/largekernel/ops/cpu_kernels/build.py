@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _HERE = pathlib.Path(__file__).resolve().parent
 #: C sources compiled into the library (the first is the translation unit; the others are included).
-SOURCES: tuple[str, ...] = ("dwconv.c", "dwconv_impl.h")
+SOURCES: tuple[str, ...] = ("dwconv.c", "dwconv_impl.c")
 #: Compiler flags. ``-ffp-contract=fast`` is needed because ``-std=c11`` otherwise forbids
 #: fusing ``a * b + c`` into FMAs; no ``-ffast-math`` (keeps IEEE semantics otherwise).
 CFLAGS: tuple[str, ...] = (
@@ -38,7 +38,7 @@ CFLAGS: tuple[str, ...] = (
     "-fno-math-errno",
 )
 #: Expected value of ``lk_dwconv_abi_version()``.
-ABI_VERSION = 1
+ABI_VERSION = 2
 _COMPILE_TIMEOUT = 120.0
 
 
@@ -140,10 +140,10 @@ def load() -> ctypes.CDLL:
         raise RuntimeError(f"{target} has ABI {lib.lk_dwconv_abi_version()}, expected {ABI_VERSION}")
     i64p = ctypes.POINTER(ctypes.c_int64)
     for suffix in ("f32", "f64"):
-        for name in ("pack", "gw_tasks", "fwd_tasks"):
+        for name in ("pack", "unpack", "gw_tasks", "fwd_tasks"):
             fn = getattr(lib, f"{name}_{suffix}")
             fn.restype = None
-            if name == "pack":
+            if name in ("pack", "unpack"):
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, i64p, ctypes.c_int64, ctypes.c_int64]
             else:
                 fn.argtypes = [ctypes.c_void_p] * 3 + [i64p, ctypes.c_int64, ctypes.c_int64]

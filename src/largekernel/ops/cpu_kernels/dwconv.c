@@ -13,18 +13,30 @@
 
 typedef ptrdiff_t idx;
 
+/* tile sizes; overridable with -D for tuning experiments */
 #if defined(__AVX512F__)
-#define GW_WB 4      /* outputs per grad-weight register tile */
-#define GW_JB_MAX 8  /* taps (accumulators) per grad-weight register tile */
-#define FW_WB 12     /* outputs (accumulators) per forward register tile */
-#define FW_JB 4      /* taps per forward register tile */
+#define GW_WB_DEFAULT 8     /* outputs per grad-weight register tile */
+#define FW_WB_DEFAULT 12    /* outputs (accumulators) per forward register tile */
+#define FW_JB_DEFAULT 4     /* taps per forward register tile */
 #else
-#define GW_WB 2
-#define GW_JB_MAX 8
-#define FW_WB 4
-#define FW_JB 2
+#define GW_WB_DEFAULT 2
+#define FW_WB_DEFAULT 4
+#define FW_JB_DEFAULT 2
 #endif
+#ifndef GW_WB
+#define GW_WB GW_WB_DEFAULT
+#endif
+#ifndef FW_WB
+#define FW_WB FW_WB_DEFAULT
+#endif
+#ifndef FW_JB
+#define FW_JB FW_JB_DEFAULT
+#endif
+#define GW_JB_MAX 8 /* taps (accumulators) per grad-weight register tile */
+#define FW_WB_MAX 16 /* bound on FW_WB */
+#ifndef GW_CHUNK
 #define GW_CHUNK 128 /* output columns per L1-resident chunk of a row */
+#endif
 #define PACK_BLOCK 256 /* columns per L1-resident block when packing */
 
 typedef float v16sf __attribute__((vector_size(64)));
@@ -33,7 +45,7 @@ typedef double v8df __attribute__((vector_size(64)));
 #define T float
 #define VT v16sf
 #define NAME(x) x##_f32
-#include "dwconv_impl.h"
+#include "dwconv_impl.c"
 #undef T
 #undef VT
 #undef NAME
@@ -41,10 +53,10 @@ typedef double v8df __attribute__((vector_size(64)));
 #define T double
 #define VT v8df
 #define NAME(x) x##_f64
-#include "dwconv_impl.h"
+#include "dwconv_impl.c"
 #undef T
 #undef VT
 #undef NAME
 
 /* ABI version of this library, checked by the loader. */
-int lk_dwconv_abi_version(void) { return 1; }
+int lk_dwconv_abi_version(void) { return 2; }

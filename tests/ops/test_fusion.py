@@ -1,4 +1,4 @@
-"""The kernel algebra of nn/fusion.py, checked against running the unfused ops in float64."""
+"""The kernel algebra of ops/fusion.py, checked against running the unfused ops in float64."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from largekernel.nn.fusion import dilate_kernel, fuse_conv_bn, identity_kernel, pad_kernel_to
+from largekernel.ops.fusion import dilate_kernel, fuse_conv_bn, identity_kernel, pad_kernel_to
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}

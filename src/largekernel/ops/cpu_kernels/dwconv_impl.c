@@ -7,7 +7,12 @@
  * (fastest) axis, e.g. x is (N, CB, D, H, W, VL). One vector therefore holds VL channels of
  * one spatial position, and a depthwise convolution is plain vector FMAs with no shuffles.
  * 1-D and 2-D problems are expressed as 3-D ones with leading singleton spatial axes.
+ *
+ * (A .c file rather than a header so that the package's "*.c" data glob ships it.)
  */
+#ifndef NAME
+#error "dwconv_impl.c is a template included by dwconv.c; do not compile it on its own"
+#endif
 
 #define VL ((idx)(64 / sizeof(T)))
 
@@ -72,15 +77,49 @@ void NAME(pack)(const T *src, T *dst, const idx *p, idx r0, idx r1) {
 }
 
 /* ------------------------------------------------------------------------------------------
- * grad_weight, stride 1 / dilation 1 along w: for JB consecutive taps,
+ * Unpacking: blocked (N, CB, D, H, W, VL) -> arbitrary strided (N, C, D, H, W); the inverse of
+ * pack without padding (lanes past C are dropped). Rows (n, cb, d, h) in [r0, r1).
+ * p = {N, C, D, H, W, sN, sC, sD, sH, sW, CB} (strides of the destination, in elements)
+ * ---------------------------------------------------------------------------------------- */
+void NAME(unpack)(const T *src, T *dst, const idx *p, idx r0, idx r1) {
+    const idx C = p[1], D = p[2], H = p[3], W = p[4];
+    const idx sN = p[5], sC = p[6], sD = p[7], sH = p[8], sW = p[9];
+    const idx CB = p[10];
+    for (idx r = r0; r < r1; r++) {
+        idx h = r % H, t = r / H;
+        idx d = t % D;
+        t /= D;
+        idx cb = t % CB, n = t / CB;
+        const T *in = src + r * W * VL;
+        idx c0 = cb * VL, nv = C - c0 < VL ? C - c0 : VL;
+        T *base = dst + n * sN + c0 * sC + d * sD + h * sH;
+        if (sC == 1 && nv == VL) {
+            for (idx w = 0; w < W; w++) NAME(st)(base + w * sW, NAME(ld)(in + w * VL));
+            continue;
+        }
+        for (idx wb = 0; wb < W; wb += PACK_BLOCK) {
+            idx we = W - wb < PACK_BLOCK ? W : wb + PACK_BLOCK;
+            for (idx v = 0; v < nv; v++) {
+                T *o = base + v * sC;
+                const T *s = in + v;
+                for (idx w = wb; w < we; w++) o[w * sW] = s[w * VL];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * grad_weight, stride 1 along w: for JB consecutive taps,
  *   out[j] += sum_{o < nw} x[o + j] * g[o]          (vectors; j < JB)
+ * where x[i] is at x + i * xs and g[o] at g + o * gs (xs = VL for a packed row, dw * VL for one
+ * phase of a dilated row).
  * Register blocking: per step of WB outputs, WB gradient vectors and WB + JB - 1 input vectors
  * are loaded for WB * JB FMAs, and the JB accumulators stay in registers for the whole row.
  * JB is a compile-time constant at every call site (always_inline), so the arrays below become
  * registers after full unrolling.
  * ---------------------------------------------------------------------------------------- */
-static inline __attribute__((always_inline)) void NAME(gw_tile)(T *out, const T *x, const T *g, idx gs, idx nw,
-                                                                const int JB) {
+static inline __attribute__((always_inline)) void NAME(gw_tile)(T *out, const T *x, idx xs, const T *g, idx gs,
+                                                                idx nw, const int JB) {
     VT acc[GW_JB_MAX];
 #pragma GCC unroll 16
     for (int j = 0; j < JB; j++) acc[j] = (VT){0};
@@ -91,7 +130,7 @@ static inline __attribute__((always_inline)) void NAME(gw_tile)(T *out, const T 
         for (int i = 0; i < GW_WB; i++) gv[i] = NAME(ld)(g + (o + i) * gs);
 #pragma GCC unroll 32
         for (int t = 0; t < GW_WB + JB - 1; t++) {
-            VT xv = NAME(ld)(x + (o + t) * VL);
+            VT xv = NAME(ld)(x + (o + t) * xs);
 #pragma GCC unroll 16
             for (int i = 0; i < GW_WB; i++) {
                 int j = t - i;
@@ -102,11 +141,30 @@ static inline __attribute__((always_inline)) void NAME(gw_tile)(T *out, const T 
     for (; o < nw; o++) {
         VT gv = NAME(ld)(g + o * gs);
 #pragma GCC unroll 16
-        for (int j = 0; j < JB; j++) acc[j] += NAME(ld)(x + (o + j) * VL) * gv;
+        for (int j = 0; j < JB; j++) acc[j] += NAME(ld)(x + (o + j) * xs) * gv;
     }
     /* per-row partial sums are added to memory: a two-level sum, more accurate in fp32 */
 #pragma GCC unroll 16
     for (int j = 0; j < JB; j++) NAME(st)(out + j * VL, NAME(ld)(out + j * VL) + acc[j]);
+}
+
+/* taps [k0, k1) of one row: 8-tap tiles, then one tile of exactly the remaining width */
+static inline __attribute__((always_inline)) void NAME(gw_row)(T *out, const T *x, idx xs, const T *g, idx gs, idx nw,
+                                                               idx k0, idx k1) {
+    idx j = k0;
+    for (; j + 8 <= k1; j += 8) NAME(gw_tile)(out + j * VL, x + j * xs, xs, g, gs, nw, 8);
+    T *o = out + j * VL;
+    const T *xj = x + j * xs;
+    switch (k1 - j) {
+        case 7: NAME(gw_tile)(o, xj, xs, g, gs, nw, 7); break;
+        case 6: NAME(gw_tile)(o, xj, xs, g, gs, nw, 6); break;
+        case 5: NAME(gw_tile)(o, xj, xs, g, gs, nw, 5); break;
+        case 4: NAME(gw_tile)(o, xj, xs, g, gs, nw, 4); break;
+        case 3: NAME(gw_tile)(o, xj, xs, g, gs, nw, 3); break;
+        case 2: NAME(gw_tile)(o, xj, xs, g, gs, nw, 2); break;
+        case 1: NAME(gw_tile)(o, xj, xs, g, gs, nw, 1); break;
+        default: break;
+    }
 }
 
 /* grad_weight, any stride/dilation along w: out[j] += sum_o x[o*sw + j*dw] * g[o], j < nj */
@@ -177,17 +235,15 @@ void NAME(gw_tasks)(const T *xp, const T *gp, T *gw, const idx *q, idx t0, idx t
                             idx nw = Wo - c0 < GW_CHUNK ? Wo - c0 : GW_CHUNK;
                             const T *g = grow + c0 * gsw;
                             if (sw == 1 && dw == 1) {
-                                idx j = k0;
-                                for (; j + 8 <= k1; j += 8) NAME(gw_tile)(out + j * VL, xrow + (c0 + j) * VL, g, gsw, nw, 8);
-                                if (j + 4 <= k1) {
-                                    NAME(gw_tile)(out + j * VL, xrow + (c0 + j) * VL, g, gsw, nw, 4);
-                                    j += 4;
+                                /* x is packed, so its stride is the compile-time VL */
+                                NAME(gw_row)(out, xrow + c0 * VL, VL, g, gsw, nw, k0, k1);
+                            } else if (sw == 1) {
+                                /* dilation dw: outputs o = r (mod dw) only meet inputs r (mod dw),
+                                 * so each phase r is an undilated problem on strided rows */
+                                for (idx ph = 0; ph < dw && ph < nw; ph++) {
+                                    idx nr = (nw - ph + dw - 1) / dw;
+                                    NAME(gw_row)(out, xrow + (c0 + ph) * VL, dw * VL, g + ph * gsw, dw * gsw, nr, k0, k1);
                                 }
-                                if (j + 2 <= k1) {
-                                    NAME(gw_tile)(out + j * VL, xrow + (c0 + j) * VL, g, gsw, nw, 2);
-                                    j += 2;
-                                }
-                                if (j < k1) NAME(gw_tile)(out + j * VL, xrow + (c0 + j) * VL, g, gsw, nw, 1);
                             } else {
                                 NAME(gw_generic)(out + k0 * VL, xrow + (c0 * sw + k0 * dw) * VL, g, gsw, nw, k1 - k0, sw, dw);
                             }
@@ -200,36 +256,67 @@ void NAME(gw_tasks)(const T *xp, const T *gp, T *gw, const idx *q, idx t0, idx t
 }
 
 /* ------------------------------------------------------------------------------------------
- * Forward, stride 1 / dilation 1 along w, for FW_WB consecutive outputs and JB taps:
- *   acc[i] += sum_j x[i + j] * w[j]
+ * Forward, stride 1 along w, for WB consecutive outputs (accumulators) and FW_JB taps per step:
+ *   acc[i] += sum_j x[i + j] * w[j],   x[i] at x + i * xs (xs = VL, or dw * VL for one phase of
+ * a dilated row). WB is a compile-time constant at each call.
  * ---------------------------------------------------------------------------------------- */
-static inline __attribute__((always_inline)) void NAME(fw_tile)(VT *acc, const T *x, const T *w, idx nj) {
+static inline __attribute__((always_inline)) void NAME(fw_tile)(VT *acc, const T *x, idx xs, const T *w, idx nj,
+                                                                const int WB) {
     idx j = 0;
     for (; j + FW_JB <= nj; j += FW_JB) {
         VT wv[FW_JB];
 #pragma GCC unroll 16
         for (int k = 0; k < FW_JB; k++) wv[k] = NAME(ld)(w + (j + k) * VL);
 #pragma GCC unroll 32
-        for (int t = 0; t < FW_WB + FW_JB - 1; t++) {
-            VT xv = NAME(ld)(x + (j + t) * VL);
+        for (int t = 0; t < WB + FW_JB - 1; t++) {
+            VT xv = NAME(ld)(x + (j + t) * xs);
 #pragma GCC unroll 16
             for (int k = 0; k < FW_JB; k++) {
                 int i = t - k;
-                if (i >= 0 && i < FW_WB) acc[i] += xv * wv[k];
+                if (i >= 0 && i < WB) acc[i] += xv * wv[k];
             }
         }
     }
     for (; j < nj; j++) {
         VT wv = NAME(ld)(w + j * VL);
 #pragma GCC unroll 16
-        for (int i = 0; i < FW_WB; i++) acc[i] += NAME(ld)(x + (j + i) * VL) * wv;
+        for (int i = 0; i < WB; i++) acc[i] += NAME(ld)(x + (j + i) * xs) * wv;
     }
+}
+
+/* WB outputs m .. m + WB - 1 of one output row (output m at y + m * ys, its first input at
+ * x + m * xs within each input row), summed over all kernel rows (kd, kh) */
+static inline __attribute__((always_inline)) void NAME(fw_outputs)(T *y, idx ys, const T *xplane, idx xs,
+                                                                   const T *wplane, idx m, const idx *q, idx od,
+                                                                   idx oh, const int WB) {
+    const idx Hn = q[3], Wn = q[4], KD = q[8], KH = q[9], KW = q[10];
+    const idx sd = q[11], sh = q[12], dd = q[14], dh = q[15];
+    VT acc[FW_WB_MAX];
+#pragma GCC unroll 16
+    for (int i = 0; i < WB; i++) acc[i] = (VT){0};
+    for (idx kd = 0; kd < KD; kd++) {
+        for (idx kh = 0; kh < KH; kh++) {
+            const T *xrow = xplane + ((od * sd + kd * dd) * Hn + oh * sh + kh * dh) * Wn * VL;
+            NAME(fw_tile)(acc, xrow + m * xs, xs, wplane + (kd * KH + kh) * KW * VL, KW, WB);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < WB; i++) NAME(st)(y + (m + i) * ys, acc[i]);
+}
+
+/* outputs [0, n) of a row in register tiles of FW_WB, then 4, then 1 */
+static inline __attribute__((always_inline)) void NAME(fw_row)(T *y, idx ys, const T *xplane, idx xs, const T *wplane,
+                                                               idx n, const idx *q, idx od, idx oh) {
+    idx m = 0;
+    for (; m + FW_WB <= n; m += FW_WB) NAME(fw_outputs)(y, ys, xplane, xs, wplane, m, q, od, oh, FW_WB);
+    for (; m + 4 <= n; m += 4) NAME(fw_outputs)(y, ys, xplane, xs, wplane, m, q, od, oh, 4);
+    for (; m < n; m++) NAME(fw_outputs)(y, ys, xplane, xs, wplane, m, q, od, oh, 1);
 }
 
 /* ------------------------------------------------------------------------------------------
  * Forward tasks: one task per output row (n, cb, od, oh).
  * xp: (N, CB, Dn, Hn, Wn, VL) padded input; wp: (CB, KD, KH, KW, VL); yp: (N, CB, Do, Ho, Wo, VL)
- * q as for gw_tasks (NG, GS unused).
+ * q as for gw_tasks (entries from NG on are unused).
  * ---------------------------------------------------------------------------------------- */
 void NAME(fwd_tasks)(const T *xp, const T *wp, T *yp, const idx *q, idx t0, idx t1) {
     const idx CB = q[1], Dn = q[2], Hn = q[3], Wn = q[4];
@@ -243,24 +330,21 @@ void NAME(fwd_tasks)(const T *xp, const T *wp, T *yp, const idx *q, idx t0, idx 
         T *y = yp + t * Wo * VL;
         const T *xplane = xp + (n * CB + cb) * Dn * Hn * Wn * VL;
         const T *wplane = wp + cb * KD * KH * KW * VL;
-        idx o = 0;
         if (sw == 1 && dw == 1) {
-            for (; o + FW_WB <= Wo; o += FW_WB) {
-                VT acc[FW_WB];
-#pragma GCC unroll 16
-                for (int i = 0; i < FW_WB; i++) acc[i] = (VT){0};
-                for (idx kd = 0; kd < KD; kd++) {
-                    for (idx kh = 0; kh < KH; kh++) {
-                        const T *xrow = xplane + ((od * sd + kd * dd) * Hn + oh * sh + kh * dh) * Wn * VL;
-                        NAME(fw_tile)(acc, xrow + o * VL, wplane + (kd * KH + kh) * KW * VL, KW);
-                    }
-                }
-#pragma GCC unroll 16
-                for (int i = 0; i < FW_WB; i++) NAME(st)(y + (o + i) * VL, acc[i]);
-            }
+            NAME(fw_row)(y, VL, xplane, VL, wplane, Wo, q, od, oh);
+            continue;
         }
-        /* remaining outputs (and any stride/dilation): one output at a time */
-        for (; o < Wo; o++) {
+        if (sw == 1) {
+            /* dilation dw: outputs o = r (mod dw) read inputs r (mod dw) only, so each phase r
+             * is an undilated row with strides dw * VL */
+            for (idx ph = 0; ph < dw && ph < Wo; ph++) {
+                idx nr = (Wo - ph + dw - 1) / dw;
+                NAME(fw_row)(y + ph * VL, dw * VL, xplane + ph * VL, dw * VL, wplane, nr, q, od, oh);
+            }
+            continue;
+        }
+        /* stride along w: one output at a time */
+        for (idx o = 0; o < Wo; o++) {
             VT acc = (VT){0};
             for (idx kd = 0; kd < KD; kd++) {
                 for (idx kh = 0; kh < KH; kh++) {

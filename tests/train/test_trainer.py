@@ -1,0 +1,157 @@
+"""In-process trainer tests on a tiny model: accumulation equivalence, AMP, options, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from largekernel.train import TrainConfig, apply_overrides
+from largekernel.train.trainer import Trainer
+
+INFO = {"name": "toy", "num_classes": 3, "in_chans": 1, "image_size": 8,
+        "class_names": ["a", "b", "c"], "mean": [0.0], "std": [1.0]}
+
+
+def _data(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = 0.3 * torch.randn(n, 1, 8, 8, generator=g)
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 2 * c:2 * c + 3, 1:4] += 1.0
+    return TensorDataset(x, y)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)  # position-sensitive: the class is where the blob is
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def _trainer(tmp_path, *overrides: str, name: str = "run", n_train: int = 32) -> Trainer:
+    cfg = apply_overrides(TrainConfig(), [
+        f"output={tmp_path / name}", "accelerate=false", "epochs=2", "batch_size=8", "lr=0.05",
+        "warmup_steps=1", "quiet=true", "plots=false", *overrides])
+    torch.manual_seed(0)
+    return Trainer(cfg, model=_Net(), train_set=_data(n_train, 1), eval_set=_data(12, 2), data_info=INFO,
+                   model_config={"name": "toy", "kwargs": {}})
+
+
+def _fit(trainer: Trainer) -> dict:
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def test_gradient_accumulation_equals_large_batch(tmp_path):
+    big = _trainer(tmp_path, "batch_size=8", "weight_decay=0.0", name="big")
+    _fit(big)
+    acc = _trainer(tmp_path, "batch_size=4", "accum_steps=2", "weight_decay=0.0", name="acc")
+    _fit(acc)
+    assert acc.step == big.step == 8
+    for (k, a), b in zip(acc.raw_model.state_dict().items(), big.raw_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_training_learns_and_writes_summary(tmp_path):
+    t = _trainer(tmp_path, "epochs=6", "ema=true", "ema_decay=0.5", "clip_grad=1.0", "label_smoothing=0.1")
+    summary = _fit(t)
+    assert summary["final"]["top1"] >= 0.9  # an easy, separable problem
+    assert summary["weights"] in ("model", "ema") and summary["ema"] is not None
+    assert len(summary["history"]) == 6 and summary["steps"] == 24
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["final"]["top1"] == summary["final"]["top1"]
+
+
+@pytest.mark.parametrize("overrides", [["amp=bf16"], ["mixup=0.4", "cutmix=1.0"], ["optimizer=sgd", "max_steps=3"]])
+def test_options_run(tmp_path, overrides):
+    t = _trainer(tmp_path, *overrides)
+    summary = _fit(t)
+    assert all(torch.isfinite(p).all() for p in t.raw_model.parameters())
+    assert summary["steps"] == (3 if "max_steps=3" in overrides else 8)
+
+
+def test_lr_follows_schedule(tmp_path):
+    t = _trainer(tmp_path, "epochs=1", "warmup_steps=2", "min_lr=0.001")
+    seen = []
+    original = t.schedule.apply
+
+    def spy(step):
+        seen.append((step, original(step)))
+        return seen[-1][1]
+
+    t.schedule.apply = spy
+    _fit(t)
+    assert [s for s, _ in seen] == [0, 1, 2, 3]
+    assert [lr for _, lr in seen] == pytest.approx([t.schedule.lr_at(s) for s in range(4)])
+    assert seen[0][1] == pytest.approx(0.05 / 3)
+
+
+@pytest.mark.parametrize("overrides, n_train, match", [
+    (["batch_size=64"], 32, "larger than the training set"),
+    (["amp=fp16", "device=cpu"], 32, "fp16 needs a CUDA device"),
+    (["grad_checkpointing=true"], 32, "grad_checkpointing"),
+    (["device=tpu"], 32, "device"),
+])
+def test_trainer_errors(tmp_path, overrides, n_train, match):
+    with pytest.raises(ValueError, match=match):
+        _trainer(tmp_path, *overrides, n_train=n_train)
+
+
+def test_cli_resume_uses_the_checkpoint_config(tmp_path):
+    from largekernel.cli.train import build_config, register
+
+    t = _trainer(tmp_path, "epochs=1", "seed=7")
+    _fit(t)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--output", str(tmp_path / "run"), "--resume", "epochs=3"])
+    cfg = build_config(args)
+    assert cfg.resume and cfg.seed == 7 and cfg.epochs == 3 and cfg.batch_size == 8
+    assert cfg.model == TrainConfig().model  # the toy run's config is the one stored
+
+
+def test_cli_flags_and_overrides_precedence(tmp_path):
+    from largekernel.cli.train import build_config, register
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 5\nlr: 0.1\nmodel_kwargs: {dims: [8, 16, 32, 64]}\n")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--config", str(cfg_file), "--epochs", "7", "--no-accelerate",
+                              "--model-kwargs", '{"dims": [4, 8, 16, 32]}', "lr=0.2"])
+    cfg = build_config(args)
+    assert cfg.epochs == 7 and cfg.lr == 0.2 and cfg.accelerate is False
+    assert cfg.model_kwargs == {"dims": [4, 8, 16, 32]}
+    # a different model drops the default config's UniRepLKNet kwargs
+    args = parser.parse_args(["train", "--model", "convnext_atto"])
+    assert build_config(args).model_kwargs == {}
+
+
+def test_tensorboard_and_grad_checkpointing_and_accelerate(tmp_path):
+    class _CkptNet(_Net):
+        enabled = False
+
+        def set_grad_checkpointing(self, enable=True):
+            type(self).enabled = enable
+
+    cfg = apply_overrides(TrainConfig(), [
+        f"output={tmp_path / 'tb'}", "epochs=1", "batch_size=8", "quiet=true", "plots=false",
+        "tensorboard=true", "grad_checkpointing=true", "accelerate=true"])
+    t = Trainer(cfg, model=_CkptNet(), train_set=_data(16, 1), eval_set=_data(8, 2), data_info=INFO,
+                model_config={"name": "toy", "kwargs": {}})
+    _fit(t)
+    assert _CkptNet.enabled
+    assert any((tmp_path / "tb" / "tensorboard").iterdir())
+    # accelerate() swapped the convolution onto the engine without changing parameter names
+    assert type(t.raw_model.conv).__module__ == "largekernel.nn.conv"
+    assert set(t.raw_model.state_dict()) == {"conv.weight", "conv.bias", "fc.weight", "fc.bias"}
