@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY_EXPORTS = {
-    "accelerate": "largekernel.nn.accelerate",
+    "accelerate": "largekernel.nn.acceleration",
     "create_model": "largekernel.models.registry",
     "list_models": "largekernel.models.registry",
     "register_model": "largekernel.models.registry",

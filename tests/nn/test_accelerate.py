@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from largekernel.nn.accelerate import accelerate
+from largekernel.nn.acceleration import accelerate
 from largekernel.nn.conv import Conv1d, Conv2d, Conv3d
 
 
@@ -125,3 +125,23 @@ def test_accelerate_single_conv_and_errors():
         accelerate("not a model")
     with pytest.raises(ValueError, match="min_kernel_size"):
         accelerate(nn.Sequential(), min_kernel_size=0)
+
+
+def test_to_torch_convs_is_the_inverse_of_accelerate():
+    import torch
+    from torch import nn
+
+    from largekernel.nn.acceleration import accelerate, to_torch_convs
+    from largekernel.nn.conv import Conv2d
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Conv2d(4, 4, 13, padding=6, groups=4), nn.Conv2d(4, 8, 1))
+    params = [id(p) for p in net.parameters()]
+    x = torch.randn(2, 4, 16, 16)
+    expected = net(x)
+    to_torch_convs(net)
+    assert [type(m) for m in net] == [nn.Conv2d, nn.Conv2d]
+    assert [id(p) for p in net.parameters()] == params
+    torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+    accelerate(net)
+    assert [type(m) for m in net] == [Conv2d, type(accelerate(nn.Conv2d(1, 1, 1)))]

@@ -1,6 +1,6 @@
 """Modules: drop-in convs, reparameterisable large-kernel layers and operators.
 
-* Engine drop-ins: :class:`Conv1d`, :class:`Conv2d`, :class:`Conv3d`, :func:`accelerate`.
+* Engine drop-ins: :class:`Conv1d`, :class:`Conv2d`, :class:`Conv3d`, :func:`accelerate` (and its inverse :func:`to_torch_convs`).
 * Reparameterisable large-kernel layers: :class:`DilatedReparamConv` (UniRepLKNet),
   :class:`ReparamLargeKernelConv` (RepLKNet).
 * Large-receptive-field operators: :class:`InceptionDWConv2d`, :class:`LSConv`,
@@ -10,7 +10,7 @@
 * Shared layers: :class:`DropPath`, :class:`LayerNorm2d`, :class:`GRN`, :class:`SqueezeExcite`.
 """
 
-from largekernel.nn.accelerate import accelerate
+from largekernel.nn.acceleration import accelerate
 from largekernel.nn.conv import Conv1d, Conv2d, Conv3d
 from largekernel.nn.cp_conv import CPConv1d, CPConv2d, CPConv3d, CPDepthwiseConv2d
 from largekernel.nn.dcls import DCLSConv1d, DCLSConv2d, DCLSConv3d, register_position_clamp
@@ -29,6 +29,7 @@ __all__ = [
     "Conv2d",
     "Conv3d",
     "accelerate",
+    "to_torch_convs",
     "DilatedReparamConv",
     "ReparamLargeKernelConv",
     "InceptionDWConv2d",

@@ -292,7 +292,7 @@ class Trainer:
             setter(True)
         if cfg.accelerate:
             try:
-                from largekernel.nn.accelerate import accelerate
+                from largekernel.nn.acceleration import accelerate
             except ImportError as err:
                 log.warning("engine acceleration unavailable (%s); training without it", err)
             else:

@@ -1,4 +1,4 @@
-"""``accelerate(model)``: run every plain torch convolution of any model on the engine."""
+"""``accelerate(model)``: run every plain torch convolution of any model on the engine (and back)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from largekernel.nn.conv import ENGINE_CONV_CLASSES, TORCH_TO_ENGINE
 
-__all__ = ["accelerate"]
+__all__ = ["accelerate", "to_torch_convs"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,39 @@ def accelerate(model: nn.Module, *, inplace: bool = True, min_kernel_size: int =
     return model
 
 
-# ``largekernel.nn`` may re-export this function under the module's own name, which shadows the
-# submodule attribute; the self-reference keeps ``largekernel.nn.accelerate.accelerate`` working.
-accelerate.accelerate = accelerate  # type: ignore[attr-defined]
+def to_torch_convs(model: nn.Module, *, inplace: bool = True) -> nn.Module:
+    """The inverse of :func:`accelerate`: make every engine conv a plain ``torch.nn.Conv*d`` again.
+
+    largekernel's own models build their convolutions from the engine drop-ins; this turns such a
+    model into exactly what the reference implementations run (PyTorch's convolutions), e.g. as the
+    baseline of a benchmark. Parameters, buffers and hooks are untouched, as in :func:`accelerate`.
+
+    Args:
+        model: any ``nn.Module``.
+        inplace: convert ``model`` itself (default); if False a deep copy is converted and returned.
+
+    Returns:
+        The converted model.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> from largekernel.nn.conv import Conv2d
+        >>> net = to_torch_convs(nn.Sequential(Conv2d(4, 4, 13, padding=6, groups=4)))
+        >>> type(net[0]) is nn.Conv2d
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    engine_to_torch = {engine: torch_cls for torch_cls, engine in TORCH_TO_ENGINE.items()}
+    converted = 0
+    for module in model.modules():
+        target = engine_to_torch.get(type(module))
+        if target is not None:
+            module.__class__ = target
+            converted += 1
+    logger.info("to_torch_convs: converted %d engine convolution(s) back to PyTorch", converted)
+    return model
