@@ -8,6 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from models.model_helpers import randomise
+from models.model_helpers import rel as _rel
+
 import largekernel
 from largekernel.models.replknet import RepLKNet
 from largekernel.models.unireplknet import UniRepLKNet
@@ -16,22 +19,7 @@ TINY = dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (7, 0
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-        for name, p in model.named_parameters():
-            if name.endswith(("gamma", "beta")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+    randomise(model, seed, stat_scale=0.2, scale_std=0.5)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])

@@ -17,12 +17,13 @@ import logging
 import os
 import pathlib
 import pickle
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from largekernel.utils.atomic import atomic_write
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "create_model_from", "config_path_for"]
 
@@ -232,23 +233,6 @@ def _convert_training_to_deploy(model: nn.Module, state: Mapping[str, torch.Tens
 # ----------------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------------
-def _atomic_write(path: pathlib.Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _model_form(model: nn.Module) -> str:
     return "deploy" if _is_deploy_model(model) else "train"
 
@@ -301,8 +285,8 @@ def save_checkpoint(
     # safetensors refuses aliased storage: save independent contiguous copies
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     blob = save(tensors, metadata={"largekernel_config": text})
-    _atomic_write(path, lambda f: f.write(blob))
-    _atomic_write(config_path_for(path), lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(blob))
+    atomic_write(config_path_for(path), lambda f: f.write(text.encode("utf-8")))
     logger.info("saved %d tensors to %s", len(tensors), path)
     return path
 

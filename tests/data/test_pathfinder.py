@@ -169,3 +169,41 @@ def test_bad_arguments():
         build_pathfinder("val", num_images=0)
     with pytest.raises(ValueError, match="split"):
         build_pathfinder("dev", num_images=2)
+
+
+@pytest.mark.parametrize("size,count", [(32, 40), (64, 10)])
+def test_easy_level_labels_match_connectivity(size, count):
+    # the easy level changes only the geometry: labels must still be read off the image by flood fill
+    cfg = pathfinder_config(size, "easy")
+    hard = pathfinder_config(size)
+    assert cfg.num_curves <= hard.num_curves and cfg.num_dashes < hard.num_dashes
+    assert cfg.curve_length >= 0.6 * size
+    for i in range(count):
+        label = i % 2
+        s = generate_pathfinder_image(cfg, label, np.random.default_rng((13, i)), keep_curves=True)
+        comp = _components(s.image)
+        a, b = comp[s.dots[0]], comp[s.dots[1]]
+        assert a > 0 and b > 0
+        assert (a == b) == bool(label), f"easy {size} sample {i}: connectivity disagrees with label"
+        assert comp.max() == cfg.num_curves
+        owners = [[k for k, m in enumerate(s.curves) if m[d]] for d in s.dots]
+        assert all(len(o) == 1 for o in owners) and (owners[0] == owners[1]) == bool(label)
+
+
+def test_easy_dataset_and_spec():
+    from largekernel.data.registry import build_dataset, dataset_info
+
+    ds = build_pathfinder("val", num_images=6, difficulty="easy")
+    assert ds.info.name == "pathfinder32-easy" and [ds[i][1] for i in range(6)] == [0, 1, 0, 1, 0, 1]
+    raw, _ = ds.raw(2)
+    ref = generate_pathfinder(32, 1, "val", start=2, difficulty="easy")[0][0]
+    assert torch.equal(raw[0].double(), torch.from_numpy(ref).double() / 255)
+    # a different image set than the default (hard) level
+    assert not np.array_equal(ref, generate_pathfinder(32, 1, "val", start=2)[0][0])
+    assert dataset_info("pathfinder32-easy").name == "pathfinder32-easy"
+    assert dataset_info("Pathfinder-Easy").name == "pathfinder32-easy"
+    assert dataset_info("pathfinder32").name == "pathfinder32"
+    with pytest.raises(ValueError, match="difficulty"):
+        pathfinder_config(32, "medium")
+    with pytest.raises(ValueError, match="unknown data set"):
+        build_dataset("pathfinder32-medium", "val")

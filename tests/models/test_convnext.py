@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from model_helpers import assert_checkpointing_keeps_grads, assert_fixture_parity
+
 from largekernel.models.convnext import ConvNeXt, ConvNeXtBlock
 from largekernel.models.registry import create_model, list_models
 from largekernel.nn.conv import Conv2d
@@ -28,24 +30,7 @@ def _fixture(fixtures_dir):
 
 
 def test_fixture_parity_strict(fixtures_dir):
-    ref = _fixture(fixtures_dir)
-    model = create_model("convnext_atto", num_classes=10)
-    model.load_state_dict(ref["state_dict"], strict=True)
-    model.eval()
-    with torch.no_grad():
-        for x, expected in zip(ref["inputs"], ref["outputs"]):
-            out = model(x)
-            assert out.shape == expected.shape
-            rel = (out - expected).abs().max() / expected.abs().max()
-            assert rel <= 1e-4, f"relative error {rel:.3g} for input {tuple(x.shape)}"
-    # the inference (reparameterised) form reproduces timm's outputs too
-    from largekernel.reparam import reparameterize
-
-    fused = reparameterize(model, inplace=True)
-    with torch.no_grad():
-        out = fused(ref["inputs"][1])
-    expected = ref["outputs"][1]
-    assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
+    assert_fixture_parity(create_model("convnext_atto", num_classes=10), _fixture(fixtures_dir))
 
 
 def test_registered_names():
@@ -161,15 +146,7 @@ def test_timm_api():
 def test_grad_checkpointing_same_result():
     torch.manual_seed(4)
     model = create_model("convnext_atto", num_classes=3, depths=(1, 1, 2, 1), ls_init_value=0.5)
-    x = torch.randn(2, 3, 32, 32)
-    model(x).sum().backward()
-    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    assert all(s.grad_checkpointing for s in model.stages)
-    model(x).sum().backward()
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref[n], rtol=1e-5, atol=1e-6)
+    assert_checkpointing_keeps_grads(model, torch.randn(2, 3, 32, 32))
 
 
 def test_features_only_and_intermediates():

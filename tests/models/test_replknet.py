@@ -6,15 +6,13 @@ import pathlib
 
 import pytest
 import torch
+from model_helpers import assert_grad_checkpointing_same_gradients
+from model_helpers import rel as _rel
 
 import largekernel
 from largekernel.models.replknet import RepLKNet
 
 TINY = dict(large_kernel_sizes=(13, 11, 9, 7), layers=(1, 1, 1, 1), channels=(8, 16, 24, 32), small_kernel=5)
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +107,7 @@ def test_features_only_and_contract():
 
 
 def test_grad_checkpointing_same_gradients():
-    torch.manual_seed(0)
-    a = RepLKNet(num_classes=3, **TINY)
-    b = RepLKNet(num_classes=3, **TINY)
-    b.load_state_dict(a.state_dict())
-    b.set_grad_checkpointing(True)
-    x = torch.randn(2, 3, 32, 32)
-    a(x).sum().backward()
-    b(x).sum().backward()
-    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
-        assert torch.allclose(pa.grad, pb.grad, atol=1e-6, rtol=1e-5), n
+    assert_grad_checkpointing_same_gradients(lambda: RepLKNet(num_classes=3, **TINY), torch.randn(2, 3, 32, 32))
 
 
 def test_bad_arguments():

@@ -6,32 +6,15 @@ import re
 
 import pytest
 import torch
+from model_helpers import assert_grad_checkpointing_same_gradients
+from model_helpers import randomise as _randomise
+from model_helpers import rel as _rel
 
 import largekernel
 from largekernel.models.unireplknet import UNIREPLKNET_CONFIGS, UniRepLKNet, UniRepLKNetBlock
 from largekernel.nn.dilated_reparam import DilatedReparamConv
 
 TINY = dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (7, 0), (5,), (13,)))
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random BN statistics / affine, layer scales and GRN parameters so every fusion matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            if name.endswith(("gamma", "beta")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def _load_official():
@@ -183,16 +166,7 @@ def test_timm_contract():
 
 
 def test_grad_checkpointing_same_gradients():
-    torch.manual_seed(0)
-    a = UniRepLKNet(num_classes=4, **TINY)
-    b = UniRepLKNet(num_classes=4, **TINY)
-    b.load_state_dict(a.state_dict())
-    b.set_grad_checkpointing(True)
-    x = torch.randn(2, 3, 32, 32)
-    a(x).sum().backward()
-    b(x).sum().backward()
-    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
-        assert torch.allclose(pa.grad, pb.grad, atol=1e-6, rtol=1e-5), n
+    assert_grad_checkpointing_same_gradients(lambda: UniRepLKNet(num_classes=4, **TINY), torch.randn(2, 3, 32, 32))
 
 
 def test_identity_mixer_block_keeps_bn_in_deploy():

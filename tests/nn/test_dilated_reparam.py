@@ -7,22 +7,11 @@ import torch
 from torch.nn import functional as F
 
 from largekernel.nn.dilated_reparam import DILATED_BRANCHES, DilatedReparamConv
+from nn_helpers import randomise_bns
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 # odd sizes, and sizes smaller than the kernel
 _SHAPES = {1: [(23,), (4,)], 2: [(9, 14), (3, 5)], 3: [(5, 3, 4), (2, 3, 1)]}
-
-
-def _randomise_bns(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g))
-                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
-                m.weight.copy_(torch.randn(n, generator=g))
-                m.bias.copy_(torch.randn(n, generator=g))
 
 
 def _reference(m: DilatedReparamConv, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +44,7 @@ def test_reparameterisation_exact(K, ndim, dtype, tol):
     torch.manual_seed(K * 10 + ndim)
     C = 2
     m = DilatedReparamConv(C, K, ndim=ndim, dtype=dtype)
-    _randomise_bns(m, seed=K + ndim)
+    randomise_bns(m, seed=K + ndim)
     m.eval()
     xs = [torch.randn((2, C) + s, dtype=dtype) for s in _SHAPES[ndim]]
     with torch.no_grad():
@@ -89,7 +78,7 @@ def test_deploy_builds_fused_form_and_reparameterize_is_idempotent():
     d = DilatedReparamConv(4, 7, deploy=True)
     assert set(d.state_dict()) == {"lk_origin.weight", "lk_origin.bias"}
     m = DilatedReparamConv(4, 7)
-    _randomise_bns(m)
+    randomise_bns(m)
     m.eval()
     m.reparameterize()
     before = {k: v.clone() for k, v in m.state_dict().items()}
@@ -111,7 +100,7 @@ class _KernelBias(torch.nn.Module):
 def test_get_kernel_bias_gradcheck():
     torch.manual_seed(0)
     m = DilatedReparamConv(2, 5, dtype=torch.float64)
-    _randomise_bns(m)
+    randomise_bns(m)
     m.eval()
     wrapper = _KernelBias(m)
     names = ["m.lk_origin.weight", "m.origin_bn.weight", "m.dil_conv_k3_2.weight", "m.dil_bn_k3_2.bias"]
@@ -137,7 +126,7 @@ def test_get_kernel_bias_has_gradients():
 def test_half_precision_reparameterises_and_stays_close(dtype):
     torch.manual_seed(1)
     m32 = DilatedReparamConv(4, 13)
-    _randomise_bns(m32)
+    randomise_bns(m32)
     m32.eval()
     m = DilatedReparamConv(4, 13, dtype=dtype).eval()
     m.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in m32.state_dict().items()})

@@ -10,17 +10,9 @@ import torch
 from torch.nn import functional as F
 
 from largekernel.nn.hyper_kernel import HyperKernelConv2d
+from nn_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 f64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids spin-wait oversubscription on the shared 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def slow_net_value(m: HyperKernelConv2d, cy: float, cx: float) -> torch.Tensor:

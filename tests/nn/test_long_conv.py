@@ -7,17 +7,9 @@ import pytest
 import torch
 
 from largekernel.nn.long_conv import LongConv, squash
+from nn_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 f64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids spin-wait oversubscription on the shared 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def reference(u: torch.Tensor, k_fwd: torch.Tensor, k_bwd: torch.Tensor | None, d: torch.Tensor) -> torch.Tensor:

@@ -7,18 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from largekernel.nn.replk_conv import ReparamLargeKernelConv
-
-
-def _randomise_bns(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g))
-                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
-                m.weight.copy_(torch.randn(n, generator=g))
-                m.bias.copy_(torch.randn(n, generator=g))
+from nn_helpers import randomise_bns
 
 
 def _bn(y, b):
@@ -46,7 +35,7 @@ def _rel(a, b):
 def test_merge_is_exact(cin, cout, K, stride, groups, small, dtype, tol):
     torch.manual_seed(K + stride)
     m = ReparamLargeKernelConv(cin, cout, K, stride=stride, groups=groups, small_kernel=small, dtype=dtype)
-    _randomise_bns(m, seed=K)
+    randomise_bns(m, seed=K)
     m.eval()
     xs = [torch.randn(2, cin, 17, 12, dtype=dtype), torch.randn(1, cin, 3, 5, dtype=dtype)]
     with torch.no_grad():
@@ -99,7 +88,7 @@ def test_get_kernel_bias_differentiable():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(dtype):
     m = ReparamLargeKernelConv(4, 4, 13, small_kernel=5)
-    _randomise_bns(m)
+    randomise_bns(m)
     m.eval()
     ref_k, ref_b = m.get_kernel_bias()
     m = m.to(dtype)

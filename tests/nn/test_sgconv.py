@@ -18,17 +18,9 @@ from largekernel.nn.sgconv import (
     next_fast_len,
     sgconv_num_scales,
 )
+from nn_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 f64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids spin-wait oversubscription on the shared 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def reference_long_conv(u: torch.Tensor, k_fwd: torch.Tensor, k_bwd: torch.Tensor | None) -> torch.Tensor:

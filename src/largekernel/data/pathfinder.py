@@ -39,6 +39,7 @@ __all__ = [
     "PathfinderConfig",
     "PathfinderSample",
     "PATHFINDER_SIZES",
+    "PATHFINDER_DIFFICULTIES",
     "SEPARATION",
     "pathfinder_config",
     "generate_pathfinder_image",
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 
 #: Image sides with a tuned generator configuration.
 PATHFINDER_SIZES = (32, 64, 128)
+
+#: Difficulty levels: ``hard`` (the default, tuned to defeat local statistics) and ``easy``
+#: (same task and label guarantees, but only two curves made of few long dashes).
+PATHFINDER_DIFFICULTIES = ("hard", "easy")
 
 #: Cells within this Chebyshev distance of a curve are forbidden to every other curve.
 SEPARATION = 3
@@ -125,12 +130,31 @@ _CONFIGS = {
     128: PathfinderConfig(size=128, num_curves=6, num_dashes=13, dash_length=5.5, dot_radius=2.5),
 }
 
+# The easy level keeps the task (are the dots on one curve?) and every guarantee of the hard
+# one, but with the minimum of two curves (one distractor) and fewer, longer dashes joined by
+# short gaps, so each curve is an almost solid, smoother stroke that a small CPU budget can learn.
+_EASY_CONFIGS = {
+    32: PathfinderConfig(size=32, num_curves=2, num_dashes=3, dash_length=6.0, gap_length=1.0,
+                         turn_std=0.2, dot_radius=1.5),
+    64: PathfinderConfig(size=64, num_curves=2, num_dashes=4, dash_length=9.0, gap_length=1.0,
+                         turn_std=0.2, dot_radius=2.0),
+    128: PathfinderConfig(size=128, num_curves=3, num_dashes=6, dash_length=14.0, gap_length=1.0,
+                          turn_std=0.2, dot_radius=2.5),
+}
 
-def pathfinder_config(size: int) -> PathfinderConfig:
-    """The tuned :class:`PathfinderConfig` for ``size`` (one of 32, 64, 128)."""
-    if size not in _CONFIGS:
+
+def _check_difficulty(difficulty: str) -> str:
+    if difficulty not in PATHFINDER_DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {PATHFINDER_DIFFICULTIES}, got {difficulty!r}")
+    return difficulty
+
+
+def pathfinder_config(size: int, difficulty: str = "hard") -> PathfinderConfig:
+    """The tuned :class:`PathfinderConfig` for ``size`` (one of 32, 64, 128) and ``difficulty``."""
+    table = _CONFIGS if _check_difficulty(difficulty) == "hard" else _EASY_CONFIGS
+    if size not in table:
         raise ValueError(f"pathfinder size must be one of {PATHFINDER_SIZES}, got {size!r}")
-    return _CONFIGS[size]
+    return table[size]
 
 
 @dataclass
@@ -384,6 +408,7 @@ def generate_pathfinder(
     data_seed: int = 0,
     start: int = 0,
     config: PathfinderConfig | None = None,
+    difficulty: str = "hard",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate images ``start .. start + num_images - 1`` of a split.
 
@@ -394,6 +419,7 @@ def generate_pathfinder(
         data_seed: seed of the whole data set.
         start: index of the first image (image ``i`` is the same whatever ``start``).
         config: override the geometry.
+        difficulty: ``hard`` or ``easy`` (ignored when ``config`` is given).
 
     Returns:
         ``(images, labels)``: ``uint8 [N, size, size]`` and ``int64 [N]`` (label ``i % 2``).
@@ -407,7 +433,7 @@ def generate_pathfinder(
         raise ValueError(f"split must be one of {tuple(_SPLIT_IDS)}, got {split!r}")
     if num_images < 0 or start < 0:
         raise ValueError(f"num_images and start must be >= 0, got {num_images}, {start}")
-    cfg = config if config is not None else pathfinder_config(size)
+    cfg = config if config is not None else pathfinder_config(size, difficulty)
     if cfg.size != size:
         raise ValueError(f"config.size {cfg.size} differs from size {size}")
     images = np.zeros((num_images, size, size), dtype=np.uint8)
@@ -425,17 +451,19 @@ _CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def pathfinder_arrays(size: int, split: str, num_images: int, data_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pathfinder_arrays(
+    size: int, split: str, num_images: int, data_seed: int = 0, difficulty: str = "hard"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate (once per process, then cached in memory) a split as tensors.
 
     Returns:
         ``(images uint8 [N, 1, size, size], labels int64 [N])``.
     """
-    key = (size, split, num_images, data_seed)
+    key = (size, split, num_images, data_seed, _check_difficulty(difficulty))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            log.info("generating pathfinder%d %s split (%d images)", size, split, num_images)
-            images, labels = generate_pathfinder(size, num_images, split, data_seed)
+            log.info("generating pathfinder%d (%s) %s split (%d images)", size, difficulty, split, num_images)
+            images, labels = generate_pathfinder(size, num_images, split, data_seed, difficulty=difficulty)
             _CACHE[key] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels))
         return _CACHE[key]
 
@@ -453,7 +481,7 @@ _STATS_IMAGES = 256
 #: The data set's content seed: fixed, so every run sees (and is tested on) the same images.
 PATHFINDER_DATA_SEED = 0
 
-_STATS: dict[tuple[int, int], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+_STATS: dict[tuple[int, int, str], tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
 
 def _native_size(requested: int | None, native: int | None) -> int:
@@ -468,32 +496,38 @@ def _native_size(requested: int | None, native: int | None) -> int:
     return PATHFINDER_SIZES[-1]
 
 
-def pathfinder_info(image_size: int | None = None, native_size: int | None = None) -> DatasetInfo:
+def pathfinder_info(
+    image_size: int | None = None, native_size: int | None = None, difficulty: str = "hard"
+) -> DatasetInfo:
     """:class:`DatasetInfo` of Pathfinder.
 
     Args:
         image_size: side of the returned images (default: the native size).
         native_size: generation size (32, 64 or 128); default: the smallest tuned size
             ``>= image_size`` (32 if neither is given).
+        difficulty: ``hard`` (default) or ``easy``.
     """
     native = _native_size(image_size, native_size)
-    pathfinder_config(native)  # validates
+    pathfinder_config(native, difficulty)  # validates
     size = image_size or native
-    key = (native, size)
+    key = (native, size, difficulty)
     if key not in _STATS:
         n = min(_STATS_IMAGES, PATHFINDER_SPLIT_SIZES[native]["train"])
-        cached = _CACHE.get((native, "train", PATHFINDER_SPLIT_SIZES[native]["train"], PATHFINDER_DATA_SEED))
+        cached = _CACHE.get(
+            (native, "train", PATHFINDER_SPLIT_SIZES[native]["train"], PATHFINDER_DATA_SEED, difficulty)
+        )
         if cached is not None:
             imgs = cached[0][:n]
         else:
-            imgs = torch.from_numpy(generate_pathfinder(native, n, "train", PATHFINDER_DATA_SEED)[0]).unsqueeze(1)
+            imgs = generate_pathfinder(native, n, "train", PATHFINDER_DATA_SEED, difficulty=difficulty)[0]
+            imgs = torch.from_numpy(imgs).unsqueeze(1)
         x = imgs.float() / 255.0
         if size != native:
             x = resize(x, size, "bilinear")
         _STATS[key] = channel_stats(x)
     mean, std = _STATS[key]
     return DatasetInfo(
-        name=f"pathfinder{native}",
+        name=f"pathfinder{native}" if difficulty == "hard" else f"pathfinder{native}-{difficulty}",
         num_classes=2,
         in_chans=1,
         image_size=size,
@@ -510,6 +544,7 @@ def build_pathfinder(
     seed: int = 0,
     native_size: int | None = None,
     num_images: int | None = None,
+    difficulty: str = "hard",
 ) -> TensorImageDataset:
     """A Pathfinder split, generated once per process and cached in memory.
 
@@ -525,6 +560,7 @@ def build_pathfinder(
         seed: augmentation seed (the images themselves are fixed).
         native_size: generation size (32, 64 or 128).
         num_images: override the split's size (must be even to stay balanced).
+        difficulty: ``hard`` (default) or ``easy`` (two curves of few long dashes).
 
     Example:
         >>> ds = build_pathfinder("val", num_images=8)
@@ -533,13 +569,13 @@ def build_pathfinder(
     """
     check_split(split)
     native = _native_size(image_size, native_size)
-    pathfinder_config(native)  # validates native_size
+    pathfinder_config(native, difficulty)  # validates native_size and difficulty
     n = PATHFINDER_SPLIT_SIZES[native][split] if num_images is None else int(num_images)
     if n <= 0:
         raise ValueError(f"num_images must be positive, got {n}")
-    images, labels = pathfinder_arrays(native, split, n, PATHFINDER_DATA_SEED)
+    images, labels = pathfinder_arrays(native, split, n, PATHFINDER_DATA_SEED, difficulty)
     # after generating: the statistics reuse a cached train split when there is one
-    info = pathfinder_info(image_size, native_size)
+    info = pathfinder_info(image_size, native_size, difficulty)
     if info.image_size != native:
         log.warning(
             "pathfinder%d resized to %d px: strokes are blurred; prefer a native size %s",

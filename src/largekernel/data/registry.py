@@ -7,7 +7,9 @@ Specs (case-insensitive):
 ``lfw-faces``      scikit-image's 200 LFW 25 x 25 crops, face vs non-face, default 32 px.
 ``pathfinder``     procedural Pathfinder (connected dots?), 2 classes, generated at 32, 64 or
                    128 px (``image_size`` picks; default 32). ``pathfinder32``,
-                   ``pathfinder64``, ``pathfinder128`` fix the generation size.
+                   ``pathfinder64``, ``pathfinder128`` fix the generation size. A suffix
+                   ``-easy`` (e.g. ``pathfinder32-easy``) selects the easy level: the same
+                   task with one distractor curve and few long dashes.
 ``folder:PATH``    an image folder ``PATH/<class>/<images>`` (or with ``train``/``test``
                    sub-folders), default 64 px.
 =================  ==========================================================================
@@ -32,7 +34,12 @@ from largekernel.data.base import DatasetInfo, check_image_size, check_split
 from largekernel.data.digits import build_digits, digits_info
 from largekernel.data.folder import build_folder, folder_info
 from largekernel.data.lfw import build_lfw_faces, lfw_faces_info
-from largekernel.data.pathfinder import PATHFINDER_SIZES, build_pathfinder, pathfinder_info
+from largekernel.data.pathfinder import (
+    PATHFINDER_DIFFICULTIES,
+    PATHFINDER_SIZES,
+    build_pathfinder,
+    pathfinder_info,
+)
 
 __all__ = [
     "list_datasets",
@@ -52,6 +59,7 @@ _DESCRIPTIONS = {
     "pathfinder32": "Pathfinder generated at 32 px",
     "pathfinder64": "Pathfinder generated at 64 px",
     "pathfinder128": "Pathfinder generated at 128 px",
+    "pathfinder-easy": "Pathfinder, easy level (one distractor curve, few long dashes); also pathfinder32-easy etc.",
     "folder:PATH": "image folder PATH/<class>/<images> (or PATH/train, PATH/test), default 64 px",
 }
 
@@ -86,12 +94,18 @@ def _parse(spec: str, root: str | None) -> tuple[str, Any]:
     lower = _ALIASES.get(lower, lower)
     if lower in ("digits", "lfw-faces"):
         return lower, None
-    if lower == "pathfinder":
-        return "pathfinder", None
-    if lower.startswith("pathfinder") and lower[len("pathfinder") :].isdigit():
-        native = int(lower[len("pathfinder") :])
-        if native in PATHFINDER_SIZES:
-            return "pathfinder", native
+    if lower.startswith("pathfinder"):
+        # pathfinder[SIZE][-DIFFICULTY]; the argument is (native size or None, difficulty)
+        rest = lower[len("pathfinder") :]
+        difficulty = "hard"
+        for level in PATHFINDER_DIFFICULTIES:
+            if rest.endswith("-" + level):
+                rest, difficulty = rest[: -len(level) - 1], level
+                break
+        if rest == "":
+            return "pathfinder", (None, difficulty)
+        if rest.isdigit() and int(rest) in PATHFINDER_SIZES:
+            return "pathfinder", (int(rest), difficulty)
     raise ValueError(f"unknown data set {spec!r}; valid data sets: {', '.join(list_datasets())}")
 
 
@@ -109,7 +123,7 @@ def dataset_info(spec: str, image_size: int | None = None) -> DatasetInfo:
     if kind == "lfw-faces":
         return lfw_faces_info(image_size)
     if kind == "pathfinder":
-        return pathfinder_info(image_size, arg)
+        return pathfinder_info(image_size, arg[0], arg[1])
     return folder_info(arg, image_size)
 
 
@@ -156,7 +170,7 @@ def build_dataset(
     if kind == "lfw-faces":
         return build_lfw_faces(split, image_size, augment, seed)
     if kind == "pathfinder":
-        return build_pathfinder(split, image_size, augment, seed, native_size=arg)
+        return build_pathfinder(split, image_size, augment, seed, native_size=arg[0], difficulty=arg[1])
     return build_folder(arg, split, image_size, augment, seed)
 
 

@@ -19,8 +19,15 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from largekernel.models.base import (
+    StagesCheckpointMixin,
+    build_stages,
+    check_model_args,
+    run_blocks,
+    scale_linear_,
+    select_indices,  # noqa: F401  (moved to models.base; still importable from here)
+)
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
@@ -73,27 +80,6 @@ def resolve_ls_init(ls_init_value: float | None, layer_scale_init_value: float |
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"ls_init_value must be a number >= 0 (0 disables the layer scale), got {value!r}")
     return float(value) if value > 0 else None
-
-
-def select_indices(indices: int | Sequence[int] | None, n: int) -> list[int]:
-    """timm's ``forward_intermediates`` index rule: an int k = the last k stages; negatives wrap.
-
-    Returns the normalised indices in the order given.
-    """
-    if indices is None:
-        return list(range(n))
-    if isinstance(indices, int) and not isinstance(indices, bool):
-        if not 1 <= indices <= n:
-            raise ValueError(f"indices as an int must be in [1, {n}], got {indices}")
-        return list(range(n - indices, n))
-    out = []
-    for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
-            raise ValueError(f"indices entries must be ints in [{-n}, {n}), got {i!r}")
-        out.append(i % n)
-    if not out:
-        raise ValueError("indices must not be empty")
-    return out
 
 
 def init_weights(model: nn.Module, mixer_attr: str | None = None) -> None:
@@ -323,12 +309,7 @@ class ConvNeXtStage(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_blocks(self.blocks, self.downsample(x), self.grad_checkpointing)
 
 
 class ConvNeXtHead(nn.Module):
@@ -351,7 +332,7 @@ class ConvNeXtHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(StagesCheckpointMixin, nn.Module):
     """ConvNeXt backbone and classifier with timm's key layout and model API.
 
     Args:
@@ -399,12 +380,7 @@ class ConvNeXt(nn.Module):
     ) -> None:
         super().__init__()
         depths, dims = check_depths_dims(depths, dims)
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        check_model_args(in_chans, num_classes, drop_path_rate)
         kernel_sizes = per_stage(kernel_sizes, len(depths), "kernel_sizes")
         stage_kwargs = stage_mixer_kwargs(mixer, mixer_kwargs, img_size, len(depths))
         self.num_classes = num_classes
@@ -415,23 +391,14 @@ class ConvNeXt(nn.Module):
             nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True),
             LayerNorm2d(dims[0], eps=_LN_EPS),
         )
-        # device="cpu" so that construction also works under a `with torch.device("meta")` context
-        dp_rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
-        stages = []
-        prev, cursor, reduction = dims[0], 0, 4
-        entries = []
-        for i, (depth, dim) in enumerate(zip(depths, dims)):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
-            stages.append(
-                ConvNeXtStage(
-                    prev, dim, stride, depth, dp_rates[cursor : cursor + depth], kernel_sizes[i],
-                    mlp_ratio, conv_mlp, ls_init_value, mixer, stage_kwargs[i],
-                )
-            )
-            entries.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
-            prev, cursor = dim, cursor + depth
-        self.stages = nn.Sequential(*stages)
+        self.stages, entries = build_stages(
+            depths, dims, drop_path_rate,
+            lambda i, cin, cout, stride, depth, rates: ConvNeXtStage(
+                cin, cout, stride, depth, rates, kernel_sizes[i], mlp_ratio, conv_mlp, ls_init_value, mixer,
+                stage_kwargs[i],
+            ),
+        )
+        prev = dims[-1]
         self.num_features = self.head_hidden_size = prev
         self.features_only = features_only
         self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
@@ -439,69 +406,8 @@ class ConvNeXt(nn.Module):
 
         # custom mixers keep their own init; the plain depthwise conv gets timm's
         init_weights(self, mixer_attr="conv_dw" if mixer not in (None, "dwconv") else None)
-        if self.head is not None and isinstance(self.head.fc, nn.Linear):
-            with torch.no_grad():
-                self.head.fc.weight.mul_(head_init_scale)
-                self.head.fc.bias.mul_(head_init_scale)
-
-    # ---- timm model API -------------------------------------------------------------------
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Names of parameters to exclude from weight decay: norms, biases and layer scales."""
-        return {name for name, p in self.named_parameters() if p.ndim <= 1}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in backward to save activation memory."""
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no classifier")
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one of ``num_classes`` outputs (0 = none)."""
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no classifier")
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool must be 'avg' or None, got {global_pool!r}")
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no head")
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices``, in the order given.
-
-        Args:
-            x: Input images ``(N, in_chans, H, W)``.
-            indices: Stage indices (negatives count from the end), an int ``n`` for the last ``n``
-                stages, or ``None`` for all.
-        """
-        wanted = select_indices(indices, len(self.stages))
-        maps: dict[int, torch.Tensor] = {}
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            maps[i] = x
-            if i >= max(wanted):
-                break  # later stages are not needed
-        return [maps[i] for i in wanted]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.feature_info.out_indices)
-        return self.forward_head(self.forward_features(x))
+        if self.head is not None:
+            scale_linear_(self.head.fc, head_init_scale)
 
 
 def _ls(ls_init_value: float | None, layer_scale_init_value: float | None) -> float | None:

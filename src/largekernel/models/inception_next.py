@@ -20,7 +20,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from largekernel.models.convnext import (
     ConvMlp,
@@ -30,9 +29,9 @@ from largekernel.models.convnext import (
     init_weights,
     per_stage,
     resolve_ls_init,
-    select_indices,
     stage_mixer_kwargs,
 )
+from largekernel.models.base import StagesCheckpointMixin, build_stages, check_model_args, run_blocks, scale_linear_
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.inception_dw import InceptionDWConv2d
@@ -136,12 +135,7 @@ class MetaNeXtStage(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_blocks(self.blocks, self.downsample(x), self.grad_checkpointing)
 
 
 class MlpHead(nn.Module):
@@ -166,7 +160,7 @@ class MlpHead(nn.Module):
         return x if pre_logits else self.fc2(x)
 
 
-class MetaNeXt(nn.Module):
+class MetaNeXt(StagesCheckpointMixin, nn.Module):
     """MetaNeXt / InceptionNeXt backbone and classifier with timm's key layout and model API.
 
     Args:
@@ -218,12 +212,7 @@ class MetaNeXt(nn.Module):
     ) -> None:
         super().__init__()
         depths, dims = check_depths_dims(depths, dims)
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        check_model_args(in_chans, num_classes, drop_path_rate)
         mlp_ratios = per_stage(mlp_ratios, len(depths), "mlp_ratios")
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -242,22 +231,13 @@ class MetaNeXt(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=True), nn.BatchNorm2d(dims[0])
         )
-        # device="cpu" so that construction also works under a `with torch.device("meta")` context
-        dp_rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
-        stages, entries = [], []
-        prev, cursor, reduction = dims[0], 0, 4
-        for i, (depth, dim) in enumerate(zip(depths, dims)):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
-            stages.append(
-                MetaNeXtStage(
-                    prev, dim, stride, depth, dp_rates[cursor : cursor + depth], mlp_ratios[i], ls_init_value,
-                    block_kwargs[i],
-                )
-            )
-            entries.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
-            prev, cursor = dim, cursor + depth
-        self.stages = nn.Sequential(*stages)
+        self.stages, entries = build_stages(
+            depths, dims, drop_path_rate,
+            lambda i, cin, cout, stride, depth, rates: MetaNeXtStage(
+                cin, cout, stride, depth, rates, mlp_ratios[i], ls_init_value, block_kwargs[i]
+            ),
+        )
+        prev = dims[-1]
         self.num_features = prev
         self.features_only = features_only
         self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
@@ -266,69 +246,12 @@ class MetaNeXt(nn.Module):
 
         # custom mixers keep their own init; the Inception and plain depthwise convs get timm's
         init_weights(self, mixer_attr="token_mixer" if mixer not in (None, "dwconv", "inception") else None)
-        if self.head is not None and isinstance(self.head.fc2, nn.Linear):
-            with torch.no_grad():
-                self.head.fc2.weight.mul_(head_init_scale)
-                self.head.fc2.bias.mul_(head_init_scale)
+        if self.head is not None:
+            scale_linear_(self.head.fc2, head_init_scale)
 
-    # ---- timm model API -------------------------------------------------------------------
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Names of parameters to exclude from weight decay: norms, biases and layer scales."""
-        return {name for name, p in self.named_parameters() if p.ndim <= 1}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in backward to save activation memory."""
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no classifier")
+    # ---- hooks of the timm model API (StagesCheckpointMixin) -------------------------------------
+    def _classifier(self) -> nn.Module:
         return self.head.fc2
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the final classifier with a fresh one of ``num_classes`` outputs (0 = none)."""
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no classifier")
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool must be 'avg' or None, got {global_pool!r}")
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no head")
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices``, in the order given.
-
-        Args:
-            x: Input images ``(N, in_chans, H, W)``.
-            indices: Stage indices (negatives count from the end), an int ``n`` for the last ``n``
-                stages, or ``None`` for all.
-        """
-        wanted = select_indices(indices, len(self.stages))
-        maps: dict[int, torch.Tensor] = {}
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            maps[i] = x
-            if i >= max(wanted):
-                break  # later stages are not needed
-        return [maps[i] for i in wanted]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.feature_info.out_indices)
-        return self.forward_head(self.forward_features(x))
 
 
 def _variant(

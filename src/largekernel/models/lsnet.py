@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from largekernel.models.base import StemStagesMixin, check_model_args, select_indices
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
@@ -200,24 +201,7 @@ def _downsample(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-def _select_indices(indices: int | Sequence[int] | None, n: int) -> list[int]:
-    if indices is None:
-        return list(range(n))
-    if isinstance(indices, int) and not isinstance(indices, bool):
-        if not 1 <= indices <= n:
-            raise ValueError(f"indices as an int must be in [1, {n}], got {indices}")
-        return list(range(n - indices, n))
-    out = []
-    for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
-            raise ValueError(f"indices entries must be ints in [{-n}, {n}), got {i!r}")
-        out.append(i % n)
-    if not out:
-        raise ValueError("indices must not be empty")
-    return sorted(set(out))
-
-
-class LSNet(nn.Module):
+class LSNet(StemStagesMixin, nn.Module):
     """LSNet classifier / backbone with the timm model API.
 
     Args:
@@ -270,12 +254,7 @@ class LSNet(nn.Module):
             raise ValueError(f"depths must be non-negative ints, got {depths}")
         if dims[0] % 4:
             raise ValueError(f"dims[0] must be divisible by 4 (stem widths dims[0]/4, dims[0]/2), got {dims[0]}")
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        check_model_args(in_chans, num_classes, drop_path_rate)
         if ska_impl not in SKA_IMPLS:
             raise ValueError(f"ska_impl must be one of {SKA_IMPLS}, got {ska_impl!r}")
         n = len(dims)
@@ -330,56 +309,26 @@ class LSNet(nn.Module):
         nn.init.zeros_(fc.bias)
         return fc
 
-    # ---- timm model API -------------------------------------------------------------------
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Parameters to exclude from weight decay: norms and biases."""
-        return {name for name, p in self.named_parameters() if p.ndim <= 1}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no classifier")
+    # ---- hooks of the timm model API (StemStagesMixin) -------------------------------------
+    def _classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one of ``num_classes`` outputs (0 = none)."""
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no classifier")
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool must be 'avg' or None, got {global_pool!r}")
+    def _reset_head(self, num_classes: int) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
         self.num_classes = num_classes
         ref = self.head_norm.weight
         self.head = self._make_classifier(num_classes).to(device=ref.device, dtype=ref.dtype)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+    def _intermediate_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        # LSNet returns each selected stage once, in stage order
+        return sorted(set(select_indices(indices, len(self.stages))))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.head is None:
             raise RuntimeError("model was built with features_only=True and has no head")
         x = self.head_drop(self.head_norm(x.mean(dim=(2, 3))))
         return x if pre_logits else self.head(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices`` (an int k = the last k stages; default all)."""
-        wanted = _select_indices(indices, len(self.stages))
-        out = []
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in wanted:
-                out.append(x)
-            if i >= wanted[-1]:
-                break
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.feature_info.out_indices)
-        return self.forward_head(self.forward_features(x))
 
     def reparameterize(self) -> None:
         """Fold every ConvBN / RepDW / LSConv in place (eval-mode equivalence; idempotent)."""

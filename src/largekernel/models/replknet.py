@@ -12,8 +12,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from largekernel.models.base import IndexedStagesMixin, linear_head_like, linspace_rates, reject_pretrained, run_blocks
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.layers import DropPath
@@ -23,12 +23,6 @@ __all__ = ["RepLKNet", "RepLKBlock", "ConvFFN", "REPLKNET_CONFIGS"]
 
 logger = logging.getLogger(__name__)
 
-
-def _linspace(end: float, n: int) -> list[float]:
-    """``torch.linspace(0, end, n)`` in plain Python (works under a ``meta`` default device)."""
-    if n <= 1:
-        return [0.0] * n
-    return [end * i / (n - 1) for i in range(n)]
 
 #: Published configurations.
 REPLKNET_CONFIGS: dict[str, dict] = {
@@ -112,15 +106,10 @@ class RepLKNetStage(nn.Module):
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
+        return run_blocks(self.blocks, x, self.grad_checkpointing)
 
 
-class RepLKNet(nn.Module):
+class RepLKNet(IndexedStagesMixin, nn.Module):
     """RepLKNet classifier / backbone (official key layout).
 
     Args:
@@ -184,7 +173,7 @@ class RepLKNet(nn.Module):
             ConvBNReLU(base, base, 1, 1, 0),
             ConvBNReLU(base, base, 3, 2, 1, groups=base),
         ])
-        rates = _linspace(drop_path_rate, sum(layers))
+        rates = linspace_rates(drop_path_rate, sum(layers))
         self.stages = nn.ModuleList()
         self.transitions = nn.ModuleList()
         cur = 0
@@ -222,19 +211,15 @@ class RepLKNet(nn.Module):
         """Parameter names that should not be weight-decayed (norms and biases)."""
         return {name for name, p in self.named_parameters() if p.ndim <= 1}
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh ``num_classes`` linear layer (0 = identity)."""
         if self.features_only:
             raise RuntimeError("reset_classifier is not available with features_only=True")
         self.num_classes = num_classes
         ref = self.norm.weight
-        self.head = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-                     if num_classes > 0 else nn.Identity())
+        self.head = linear_head_like(self.num_features, num_classes, ref)
 
-    def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _run_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         if i == 0:
             for layer in self.stem:
                 x = layer(x)
@@ -242,40 +227,12 @@ class RepLKNet(nn.Module):
             x = self.transitions[i - 1](x)
         return self.stages[i](x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem, stages and transitions: ``(N, C, H, W) -> (N, channels[-1], H/2^(n+1), W/2^(n+1))``."""
-        for i in range(self.num_stages):
-            x = self._stage(i, x)
-        return x
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """BN -> global average pool -> Linear (skipped with ``pre_logits``)."""
         if self.features_only:
             raise RuntimeError("the model was built with features_only=True and has no head")
         x = self.norm(x).mean(dim=(-2, -1))
         return x if pre_logits else self.head(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices`` (stage ids, or an int = the last n stages)."""
-        n = self.num_stages
-        if indices is None:
-            indices = self.out_indices
-        elif isinstance(indices, int):
-            if not 1 <= indices <= n:
-                raise ValueError(f"indices as an int must be in 1..{n} (last n stages), got {indices}")
-            indices = tuple(range(n - indices, n))
-        wanted = FeatureInfo(self._feature_info.entries, indices).out_indices
-        feats = []
-        for i in range(max(wanted) + 1):
-            x = self._stage(i, x)
-            if i in wanted:
-                feats.append(x)
-        return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.out_indices)
-        return self.forward_head(self.forward_features(x))
 
 
 def _make_entrypoint(variant: str):
@@ -296,11 +253,7 @@ def _make_entrypoint(variant: str):
         features_only: bool = False,
         out_indices: Sequence[int] = (0, 1, 2, 3),
     ) -> RepLKNet:
-        if pretrained:
-            raise ValueError(
-                "pretrained=True is not supported offline; build the model and use "
-                "largekernel.load_checkpoint(model, path) with a downloaded checkpoint"
-            )
+        reject_pretrained(pretrained)
         return RepLKNet(
             large_kernel_sizes=cfg["large_kernel_sizes"] if large_kernel_sizes is None else large_kernel_sizes,
             layers=cfg["layers"] if layers is None else layers,

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from largekernel.models.base import linear_head_like
 from largekernel.models.registry import register_model
 from largekernel.nn.layers import DropPath
 from largekernel.nn.long_conv import LongConv
@@ -217,11 +218,7 @@ class SequenceClassifier(nn.Module):
             self.global_pool = global_pool
         self.num_classes = num_classes
         ref = self.norm.weight
-        self.head = (
-            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
+        self.head = linear_head_like(self.num_features, num_classes, ref)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.in_chans:
@@ -273,54 +270,48 @@ class SequenceClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def sgconv_seq_tiny(
-    num_classes: int = 10,
-    in_chans: int = 1,
-    seq_len: int = 1024,
-    depth: int = 4,
-    dim: int = 64,
-    kernel_dim: int = 32,
-    alpha: float = 2.0,
-    bidirectional: bool = False,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.0,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    global_pool: str = "avg",
-    mode: str = "auto",
-) -> SequenceClassifier:
-    """SGConv sequence classifier, 4 blocks of width 64 (~0.1 M parameters at L=1024)."""
-    return SequenceClassifier(
-        num_classes, in_chans, seq_len, depth, dim, "sgconv", kernel_dim, alpha, bidirectional,
-        mlp_ratio=mlp_ratio, dropout=dropout, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-        global_pool=global_pool, mode=mode,
-    )
+def _sgconv_variant(
+    name: str, doc: str, seq_len: int, depth: int, dim: int, kernel_dim: int, dropout: float, drop_path_rate: float
+):
+    """Register an SGConv entry point whose defaults differ per size (explicit kwargs, no ``**kwargs``)."""
+    default_seq_len, default_depth, default_dim = seq_len, depth, dim
+    default_kernel_dim, default_dropout, default_drop_path_rate = kernel_dim, dropout, drop_path_rate
+
+    def entry(
+        num_classes: int = 10,
+        in_chans: int = 1,
+        seq_len: int = default_seq_len,
+        depth: int = default_depth,
+        dim: int = default_dim,
+        kernel_dim: int = default_kernel_dim,
+        alpha: float = 2.0,
+        bidirectional: bool = False,
+        mlp_ratio: float = 2.0,
+        dropout: float = default_dropout,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = default_drop_path_rate,
+        global_pool: str = "avg",
+        mode: str = "auto",
+    ) -> SequenceClassifier:
+        return SequenceClassifier(
+            num_classes, in_chans, seq_len, depth, dim, "sgconv", kernel_dim, alpha, bidirectional,
+            mlp_ratio=mlp_ratio, dropout=dropout, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            global_pool=global_pool, mode=mode,
+        )
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return register_model(entry)
 
 
-@register_model
-def sgconv_seq_small(
-    num_classes: int = 10,
-    in_chans: int = 1,
-    seq_len: int = 4096,
-    depth: int = 6,
-    dim: int = 128,
-    kernel_dim: int = 64,
-    alpha: float = 2.0,
-    bidirectional: bool = False,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.1,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.1,
-    global_pool: str = "avg",
-    mode: str = "auto",
-) -> SequenceClassifier:
-    """SGConv sequence classifier, 6 blocks of width 128."""
-    return SequenceClassifier(
-        num_classes, in_chans, seq_len, depth, dim, "sgconv", kernel_dim, alpha, bidirectional,
-        mlp_ratio=mlp_ratio, dropout=dropout, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-        global_pool=global_pool, mode=mode,
-    )
+sgconv_seq_tiny = _sgconv_variant(
+    "sgconv_seq_tiny", "SGConv sequence classifier, 4 blocks of width 64 (~0.1 M parameters at L=1024).",
+    seq_len=1024, depth=4, dim=64, kernel_dim=32, dropout=0.0, drop_path_rate=0.0,
+)
+sgconv_seq_small = _sgconv_variant(
+    "sgconv_seq_small", "SGConv sequence classifier, 6 blocks of width 128.",
+    seq_len=4096, depth=6, dim=128, kernel_dim=64, dropout=0.1, drop_path_rate=0.1,
+)
 
 
 @register_model

@@ -12,8 +12,15 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from largekernel.models.base import (
+    IndexedStagesMixin,
+    linear_head_like,
+    linspace_rates,
+    reject_pretrained,
+    run_blocks,
+    scale_linear_,
+)
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
@@ -25,12 +32,6 @@ __all__ = ["UniRepLKNet", "UniRepLKNetBlock", "default_kernel_sizes", "UNIREPLKN
 
 logger = logging.getLogger(__name__)
 
-
-def _linspace(end: float, n: int) -> list[float]:
-    """``torch.linspace(0, end, n)`` in plain Python (works under a ``meta`` default device)."""
-    if n <= 1:
-        return [0.0] * n
-    return [end * i / (n - 1) for i in range(n)]
 
 #: name suffix -> (depths, dims)
 UNIREPLKNET_CONFIGS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -196,7 +197,7 @@ class UniRepLKNetBlock(nn.Module):
             self.pwconv2 = nn.Sequential(new, self.pwconv2[1])
 
 
-class UniRepLKNet(nn.Module):
+class UniRepLKNet(IndexedStagesMixin, nn.Module):
     """UniRepLKNet image classifier / backbone (official key layout).
 
     Args:
@@ -275,7 +276,7 @@ class UniRepLKNet(nn.Module):
             self.downsample_layers.append(
                 nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1), LayerNorm2d(dims[i + 1], eps=1e-6))
             )
-        rates = _linspace(drop_path_rate, sum(depths))
+        rates = linspace_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         cur = 0
         for i in range(4):
@@ -312,10 +313,7 @@ class UniRepLKNet(nn.Module):
         for m in self.modules():
             if id(m) not in foreign:
                 self._init_weights(m)
-        if isinstance(self.head, nn.Linear):
-            with torch.no_grad():
-                self.head.weight.mul_(head_init_scale)
-                self.head.bias.mul_(head_init_scale)
+        scale_linear_(self.head, head_init_scale)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -340,36 +338,18 @@ class UniRepLKNet(nn.Module):
                 names.add(name)
         return names
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh ``num_classes`` linear layer (0 = identity)."""
         if self.features_only:
             raise RuntimeError("reset_classifier is not available with features_only=True")
         self.num_classes = num_classes
         ref = self.norm.weight
-        self.head = (
-            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
+        self.head = linear_head_like(self.num_features, num_classes, ref)
         if isinstance(self.head, nn.Linear):
             self._init_weights(self.head)
 
     def _run_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample_layers[i](x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.stages[i]:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.stages[i](x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and all stages: ``(N, C, H, W) -> (N, dims[-1], H/32, W/32)``."""
-        for i in range(4):
-            x = self._run_stage(i, x)
-        return x
+        return run_blocks(self.stages[i], self.downsample_layers[i](x), self.grad_checkpointing)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool -> LayerNorm -> Linear (skipped with ``pre_logits``)."""
@@ -377,27 +357,6 @@ class UniRepLKNet(nn.Module):
             raise RuntimeError("the model was built with features_only=True and has no head")
         x = self.norm(x.mean(dim=(-2, -1)))
         return x if pre_logits else self.head(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs (NCHW) for ``indices`` (stage ids, or an int = the last n stages)."""
-        if indices is None:
-            indices = self.out_indices
-        elif isinstance(indices, int):
-            if not 1 <= indices <= 4:
-                raise ValueError(f"indices as an int must be in 1..4 (last n stages), got {indices}")
-            indices = tuple(range(4 - indices, 4))
-        wanted = FeatureInfo(self._feature_info.entries, indices).out_indices
-        feats = []
-        for i in range(max(wanted) + 1):
-            x = self._run_stage(i, x)
-            if i in wanted:
-                feats.append(x)
-        return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.out_indices)
-        return self.forward_head(self.forward_features(x))
 
 
 def _make_entrypoint(variant: str):
@@ -416,11 +375,7 @@ def _make_entrypoint(variant: str):
         out_indices: Sequence[int] = (0, 1, 2, 3),
         mixer: str | None = None,
     ) -> UniRepLKNet:
-        if pretrained:
-            raise ValueError(
-                "pretrained=True is not supported offline; build the model and use "
-                "largekernel.load_checkpoint(model, path) with a downloaded checkpoint"
-            )
+        reject_pretrained(pretrained)
         d0, c0 = UNIREPLKNET_CONFIGS[variant]
         return UniRepLKNet(
             in_chans=in_chans,

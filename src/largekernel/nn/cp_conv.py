@@ -48,7 +48,8 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-def _tuple(value, ndim: int, name: str, minimum: int) -> tuple[int, ...]:
+def _tuple(value, ndim: int, name: str, minimum: int | None = None) -> tuple[int, ...]:
+    """``value`` (an int or ``ndim`` ints) as an ``ndim``-tuple; each entry ``>= minimum`` unless it is ``None``."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
     if isinstance(value, int):
@@ -62,7 +63,7 @@ def _tuple(value, ndim: int, name: str, minimum: int) -> tuple[int, ...]:
         raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
     if len(out) != ndim:
         raise ValueError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
-    if any(v < minimum for v in out):
+    if minimum is not None and any(v < minimum for v in out):
         raise ValueError(f"{name} must be >= {minimum}, got {out}")
     return out
 

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from largekernel.nn.conv import Conv1d, Conv2d, Conv3d
+from largekernel.nn.cp_conv import _tuple
 from largekernel.ops.conv import conv
 
 __all__ = [
@@ -112,22 +113,6 @@ def dcls_dense_kernel(
     letters = _LETTERS[:ndim]
     spec = "oik," + ",".join(f"oik{c}" for c in letters) + f"->oi{letters}"
     return torch.einsum(spec, scaled, *profiles)
-
-
-def _tuple(value, ndim: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
-    if isinstance(value, int):
-        return (value,) * ndim
-    try:
-        out = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
-        raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
-    if len(out) != ndim:
-        raise ValueError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
-    return out
 
 
 class _DCLSConvNd(nn.Module):

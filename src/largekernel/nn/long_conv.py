@@ -15,11 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from largekernel.nn.sgconv import long_conv1d
+from largekernel.nn.sgconv import _check_mode, _check_positive_int, long_conv1d
 
 __all__ = ["LongConv", "squash"]
-
-_MODES = ("auto", "fft", "direct")
 
 
 def squash(kernel: torch.Tensor, lam: float) -> torch.Tensor:
@@ -70,15 +68,13 @@ class LongConv(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("seq_len", seq_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _check_positive_int(channels, "channels")
+        _check_positive_int(seq_len, "seq_len")
         if isinstance(squash_lambda, bool) or not isinstance(squash_lambda, (int, float)) or squash_lambda < 0:
             raise ValueError(f"squash_lambda must be a number >= 0, got {squash_lambda!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        _check_mode(mode)
         self.channels = channels
         self.seq_len = seq_len
         self.causal = bool(causal)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from largekernel.nn.conv import Conv2d
+from largekernel.nn.replk_conv import ConvBN as _ConvBNBase
 from largekernel.ops.fusion import fuse_conv_bn
 
 __all__ = ["ConvBN", "LSConv", "LKP", "ska", "ska_unfold", "ska_taps", "SKA_IMPLS"]
@@ -39,11 +40,16 @@ SKA_IMPLS = ("auto", "unfold", "taps")
 _UNFOLD_BYTES_LIMIT = 32 * 1024 * 1024
 
 
-class ConvBN(nn.Module):
+class ConvBN(_ConvBNBase):
     """``Conv2d`` (no bias) followed by ``BatchNorm2d``; :meth:`reparameterize` folds the BN in place.
 
     After reparameterisation ``conv`` carries the fused weight and bias and ``bn`` is an
     ``nn.Identity``, so the module keeps its attribute names and call signature.
+
+    It is RepLKNet's :class:`largekernel.nn.replk_conv.ConvBN` (same ``conv``/``bn`` keys and
+    forward) plus ``bn_weight_init`` and the in-place fold. The fold lives only here on purpose:
+    :func:`largekernel.reparameterize` calls every submodule's ``reparameterize()``, and RepLKNet's
+    deploy checkpoints keep their ConvBN pairs unfused.
 
     Args:
         in_channels: Input channels.
@@ -77,18 +83,8 @@ class ConvBN(nn.Module):
         device=None,
         dtype=None,
     ):
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        if padding is None:
-            padding = kernel_size // 2
-        self.conv = Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False, **factory
-        )
-        self.bn: nn.Module = nn.BatchNorm2d(out_channels, **factory)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups, device=device, dtype=dtype)
         nn.init.constant_(self.bn.weight, bn_weight_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
 
     @torch.no_grad()
     def reparameterize(self) -> None:

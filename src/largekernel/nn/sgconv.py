@@ -212,6 +212,23 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def _check_alpha(alpha) -> float:
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+    return float(alpha)
+
+
+@torch.no_grad()
+def _materialise_kernel(module: nn.Module) -> None:
+    """Store ``module.kernel()`` as the buffer ``kernel_deploy`` and drop its ``sub_kernels`` (idempotent)."""
+    if module.deployed:
+        return
+    kernel = module.kernel().detach().clone()
+    del module.sub_kernels
+    module.register_buffer("kernel_deploy", kernel)
+    module.deployed = True
+
+
 class SGConv(nn.Module):
     """Structured global convolution over ``(N, C, L)`` sequences (pure linear operator).
 
@@ -255,9 +272,7 @@ class SGConv(nn.Module):
         self.channels = _check_positive_int(channels, "channels")
         self.seq_len = _check_positive_int(seq_len, "seq_len")
         self.kernel_dim = _check_positive_int(kernel_dim, "kernel_dim")
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = _check_alpha(alpha)
         self.bidirectional = bool(bidirectional)
         self.mode = _check_mode(mode)
         self.num_scales = sgconv_num_scales(self.seq_len, self.kernel_dim)
@@ -304,12 +319,7 @@ class SGConv(nn.Module):
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Materialise the kernel into the buffer ``kernel_deploy`` and drop the sub-kernels."""
-        if self.deployed:
-            return
-        kernel = self.kernel().detach().clone()
-        del self.sub_kernels
-        self.register_buffer("kernel_deploy", kernel)
-        self.deployed = True
+        _materialise_kernel(self)
 
     def extra_repr(self) -> str:
         return (
@@ -439,9 +449,7 @@ class SGConv2d(nn.Module):
         self.channels = _check_positive_int(channels, "channels")
         self.size = _as_pair(size, "size")
         self.kernel_dim = _check_positive_int(kernel_dim, "kernel_dim")
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = _check_alpha(alpha)
         self.mode = _check_mode(mode)
         self.kernel_size = (self.size[0] | 1, self.size[1] | 1)
         self.num_scales = sgconv_num_scales(max(self.kernel_size), self.kernel_dim)
@@ -492,12 +500,7 @@ class SGConv2d(nn.Module):
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Materialise the kernel into the buffer ``kernel_deploy`` and drop the sub-kernels."""
-        if self.deployed:
-            return
-        kernel = self.kernel().detach().clone()
-        del self.sub_kernels
-        self.register_buffer("kernel_deploy", kernel)
-        self.deployed = True
+        _materialise_kernel(self)
 
     def extra_repr(self) -> str:
         return (

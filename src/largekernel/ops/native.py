@@ -129,21 +129,21 @@ def _kernels_supports(mod, x_meta: torch.Tensor, weight_shape, stride, dilation)
         return False
 
 
-def kernels_grad_weight_ok(x: torch.Tensor, weight_shape, args) -> bool:
-    """Whether the compiled ``depthwise_grad_weight`` can serve this convolution."""
+def _kernels_ok(x: torch.Tensor, weight_shape, args, entry_point: str) -> bool:
+    """Whether the compiled ``entry_point`` can serve this (CPU, depthwise, symmetric) convolution."""
     if x.device.type != "cpu" or not args.is_depthwise or args.out_per_group != 1 or not args.symmetric:
         return False
     mod = kernels_module()
-    if mod is None or not callable(getattr(mod, "depthwise_grad_weight", None)):
+    if mod is None or not callable(getattr(mod, entry_point, None)):
         return False
     return _kernels_supports(mod, x, weight_shape, args.stride, args.dilation)
+
+
+def kernels_grad_weight_ok(x: torch.Tensor, weight_shape, args) -> bool:
+    """Whether the compiled ``depthwise_grad_weight`` can serve this convolution."""
+    return _kernels_ok(x, weight_shape, args, "depthwise_grad_weight")
 
 
 def kernels_forward_ok(x: torch.Tensor, weight_shape, args) -> bool:
     """Whether the (optional) compiled ``depthwise_forward`` can serve this convolution."""
-    if x.device.type != "cpu" or not args.is_depthwise or args.out_per_group != 1 or not args.symmetric:
-        return False
-    mod = kernels_module()
-    if mod is None or not callable(getattr(mod, "depthwise_forward", None)):
-        return False
-    return _kernels_supports(mod, x, weight_shape, args.stride, args.dilation)
+    return _kernels_ok(x, weight_shape, args, "depthwise_forward")

@@ -11,15 +11,15 @@ either the old or the new file, never a truncated one.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from largekernel.utils.atomic import atomic_write
 
 __all__ = [
     "atomic_write",
@@ -37,43 +37,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 _LATEST = "latest"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` atomically: ``write(fileobj)`` into a temp file, fsync, ``os.replace``.
-
-    On any error the temp file is removed and ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
