@@ -16,7 +16,7 @@ def _load(name: str) -> dict:
 
 def test_pathfinder_configs_differ_only_in_kernel_size():
     k13, k3 = _load("pathfinder32_k13.yaml"), _load("pathfinder32_k3.yaml")
-    assert k13["data"] == k3["data"] == "pathfinder32"
+    assert k13["data"] == k3["data"] and k13["data"].startswith("pathfinder32")  # any level, same data
     ks13 = k13["model_kwargs"].pop("kernel_sizes")
     ks3 = k3["model_kwargs"].pop("kernel_sizes")
     assert k13 == k3  # same model, widths, depths, schedule, seed

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # flag -> (config key, type, help); every config key is also settable as key=value
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--model", "model", str, "model name (see `largekernel info --list`)"),
-    ("--data", "data", str, "data set: digits, lfw-faces, pathfinder[32|64|128], folder:PATH"),
+    ("--data", "data", str, "data set: digits, lfw-faces, pathfinder[32|64|128][-easy], folder:PATH"),
     ("--data-root", "data_root", str, "root directory for data sets that need one"),
     ("--image-size", "image_size", int, "input resolution (default: the data set's)"),
     ("--epochs", "epochs", int, "number of epochs"),

@@ -10,6 +10,7 @@ Example:
 from largekernel.data.base import DatasetInfo, ImageDataset, TensorImageDataset, stratified_split
 from largekernel.data.folder import FolderDataset
 from largekernel.data.pathfinder import (
+    PATHFINDER_DIFFICULTIES,
     PathfinderConfig,
     generate_pathfinder,
     generate_pathfinder_image,
@@ -39,5 +40,6 @@ __all__ = [
     "generate_pathfinder_image",
     "list_datasets",
     "pathfinder_config",
+    "PATHFINDER_DIFFICULTIES",
     "stratified_split",
 ]

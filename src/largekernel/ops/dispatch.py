@@ -3,11 +3,11 @@
 Measured on the project's 2-core AVX-512 CPU (torch 2.13, float32, shared and heavily loaded while
 measuring, so only orderings are trusted; the autotuner settles close calls per shape):
 
-* depthwise 2-D forward (B=8, C=64, 56²): oneDNN NCHW falls off a cliff above K=13 (229 ms at
-  K=17) and was erratic under load even below (20-40 ms at K=7/13); channels-last oneDNN is near
-  peak (K=17 4.5 ms, K=31 14 ms) except for a slow spot at K≈9-13 (11 ms at K=13). So: channels-
-  last for K ≤ 7 and K ≥ 15 (converting NCHW input costs ~1 ms), the compiled kernel (any layout
-  in) for K=9..13.
+* depthwise 2-D forward (B=8, C=64, 56², idle machine): oneDNN NCHW falls off a cliff above K=13
+  (131 ms at K=17) but is the fastest of all for K <= 13 (K=13: 2.8 ms vs channels-last 6.9 ms vs
+  the compiled kernel 4.4 ms); channels-last oneDNN is near peak from K=15 (K=17 3.5 ms, K=31
+  10 ms). So: NCHW input stays NCHW for K <= 13; channels-last for K >= 15 (converting an NCHW
+  input costs ~1 ms); a channels-last input at K=11..13 goes to the compiled kernel.
 * depthwise weight gradient: oneDNN's is slow in both layouts (K=17 ~200 ms, K=31 ~630 ms); the
   batch-summed FFT correlation costs ~25-50 ms nearly independently of K and wins from K≈11;
   the compiled kernel beats both from K=5 (K=3: oneDNN channels-last is as fast).
@@ -58,9 +58,12 @@ GRAD_WEIGHT_IMPLS = ("kernels", "fft", "aten", "aten_cl", "autograd")
 DW_CUSTOM_MIN_K = {1: 4, 2: 4, 3: 4}  # depthwise below this: PyTorch autograd (channels-last) is fine
 # oneDNN NC* forward for NC*-contiguous input in this K window (2-D: channels-last has a slow spot at
 # K=9..13 where NCHW is still fine; outside it channels-last is near peak, NCHW erratic under load)
-DW_NCHW_K_RANGE = {1: (1, 13), 2: (9, 13), 3: (0, 0)}
-# compiled forward in this K window (2-D: only where oneDNN channels-last is weak)
-DW_KERNELS_FWD_K_RANGE = {1: (5, 10**9), 2: (9, 13), 3: (9, 10**9)}
+# (idle-machine sweep, B=8, C=64, 56²: K=13 NCHW 2.8 ms vs channels-last 6.9 ms vs compiled 4.4 ms;
+# for K <= 9 NCHW and channels-last are within ~0.5 ms, less than converting an NCHW input costs)
+DW_NCHW_K_RANGE = {1: (1, 13), 2: (1, 13), 3: (0, 0)}
+# compiled forward in this K window, checked after the NC* window above (2-D: channels-last input at
+# K=11..13, where oneDNN channels-last is weak; 3-D: oneDNN channels-last is back near peak by K=21)
+DW_KERNELS_FWD_K_RANGE = {1: (5, 10**9), 2: (11, 13), 3: (9, 17)}
 DW_FFT_FWD_MIN_K = {1: 2048, 2: 10**9, 3: 10**9}  # FFT forward (with compiled kernels available)
 DW_FFT_FWD_MIN_K_NO_KERNELS = {1: 512, 2: 10**9, 3: 13}  # FFT forward without compiled kernels
 DW_KERNELS_GW_MIN_K = {1: 4, 2: 4, 3: 4}  # compiled weight gradient from here
@@ -228,15 +231,18 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     kern_fwd = native.kernels_forward_ok(xk, weight_shape, args)
     kern_gw = native.kernels_grad_weight_ok(xk, weight_shape, args)
     is_cl = _is_channels_last(x)
+    nchw_window = not is_cl and DW_NCHW_K_RANGE[nd][0] <= k <= DW_NCHW_K_RANGE[nd][1]
+    kernels_window = kern_fwd and DW_KERNELS_FWD_K_RANGE[nd][0] <= k <= DW_KERNELS_FWD_K_RANGE[nd][1]
     if kern_fwd and k >= DW_FFT_FWD_MIN_K[nd] or not kern_fwd and k >= DW_FFT_FWD_MIN_K_NO_KERNELS[nd]:
         fwd = "fft"
         why.append("forward: FFT (cost independent of K)")
-    elif kern_fwd and DW_KERNELS_FWD_K_RANGE[nd][0] <= k <= DW_KERNELS_FWD_K_RANGE[nd][1]:
-        fwd = "kernels"
-        why.append("forward: compiled depthwise kernel")
-    elif not is_cl and DW_NCHW_K_RANGE[nd][0] <= k <= DW_NCHW_K_RANGE[nd][1]:
+    elif nchw_window and (nd == 2 or not kernels_window):
+        # 2-D: inside its window oneDNN's NCHW forward beats the compiled kernel too
         fwd = "native"
         why.append("forward: oneDNN in the input's NC* layout")
+    elif kernels_window:
+        fwd = "kernels"
+        why.append("forward: compiled depthwise kernel")
     else:
         fwd = "native_cl"
         why.append("forward: oneDNN channels-last" + (" (input already channels-last)" if is_cl else ""))
