@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from largekernel.ops.autograd import EngineConvFunction, run_forward
+from largekernel.ops.cropping import crop_unreachable_taps
 from largekernel.ops.dispatch import Plan, choose_plan
 from largekernel.ops.fft import _pad_arg
 from largekernel.ops.validation import ConvArgs, normalize_conv_args
@@ -100,11 +101,17 @@ def conv(
     if args.unbatched:
         return conv(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     requires_grad = _needs_grad(x, weight, bias)
+    # taps that only ever read padding (a large kernel on a small map) are dropped: exact, and
+    # the sliced weight still receives its (zero) gradient for them through autograd
+    full_weight = weight
+    weight, args = crop_unreachable_taps(x.shape[2:], weight, args)
     xs, sargs = _symmetrize(x, args)
     plan = choose_plan(xs, weight, sargs, requires_grad)
     if plan.uses_autograd:
         if plan.forward == "native":
-            return _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
+            if weight is full_weight:  # PyTorch handles "same" padding itself, without a pre-pad
+                return _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
+            return _CONV_BY_DIM[args.nd](xs, weight, bias, sargs.stride, sargs.sym_padding, sargs.dilation, groups)
         return run_forward(plan.forward, xs, weight, bias, sargs.stride, sargs.padding, sargs.dilation, groups)
     if not requires_grad:
         cdt = plan.compute_dtype
@@ -157,6 +164,7 @@ def explain(
     dev = torch.device(device)
     if args.unbatched:
         x = x.unsqueeze(0)
+    w, args = crop_unreachable_taps(x.shape[2:], w, args)
     if not args.symmetric:
         sp = [n + (hi - lo if hi >= lo else lo - hi) for n, (lo, hi) in zip(x.shape[2:], args.padding)]
         x = torch.empty((*x.shape[:2], *sp), dtype=dtype, device="meta")
