@@ -202,6 +202,22 @@ def test_mixer_option():
     deploy.load_state_dict(fused.state_dict())
 
 
+@pytest.mark.parametrize("stem_stride", [1, 2, 4])
+def test_stem_stride_sets_resolution_and_keeps_the_layout(stem_stride):
+    model = UniRepLKNet(features_only=True, stem_stride=stem_stride, **TINY)
+    reductions = [stem_stride * 2**i for i in range(4)]
+    assert model.feature_info.reduction() == reductions
+    feats = model(torch.randn(2, 3, 32, 48))
+    assert [tuple(f.shape[2:]) for f in feats] == [(-(-32 // r), -(-48 // r)) for r in reductions]  # ceil
+    # the same parameters and keys as the published stem: checkpoints move between strides
+    reference = UniRepLKNet(features_only=True, **TINY).state_dict()
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
+    via_registry = largekernel.create_model("unireplknet_a", num_classes=2, stem_stride=stem_stride, **TINY)
+    assert via_registry.stem_stride == stem_stride
+    with pytest.raises(ValueError, match="stem_stride"):
+        UniRepLKNet(stem_stride=3, **TINY)
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="unknown keyword"):
         largekernel.create_model("unireplknet_a", num_clases=10)

@@ -215,6 +215,9 @@ class UniRepLKNet(IndexedStagesMixin, nn.Module):
         out_indices: Stages returned with ``features_only``.
         mixer: Optional name of a spatial mixer (``largekernel.nn.mixers.create_mixer``) used in
             blocks with kernel ``>= 7`` instead of the Dilated Reparam Block.
+        stem_stride: Down-sampling of the stem: 4 (the published design), 2 or 1. Smaller strides
+            keep more resolution for small images (at 32 px a stride-4 stem leaves 8x8 maps);
+            the stage reductions become ``stem_stride * 2**i``. The checkpoint layout is unchanged.
 
     Example:
         >>> m = UniRepLKNet(num_classes=10, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32),
@@ -237,9 +240,12 @@ class UniRepLKNet(IndexedStagesMixin, nn.Module):
         features_only: bool = False,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         mixer: str | None = None,
+        stem_stride: int = 4,
     ):
         super().__init__()
         depths, dims = tuple(depths), tuple(dims)
+        if stem_stride not in (1, 2, 4) or isinstance(stem_stride, bool):
+            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride!r}")
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims must have 4 entries, got depths={depths}, dims={dims}")
         if any(not isinstance(d, int) or d < 0 for d in depths):
@@ -264,11 +270,12 @@ class UniRepLKNet(IndexedStagesMixin, nn.Module):
         self.num_features = dims[-1]
         self.grad_checkpointing = False
 
+        self.stem_stride = stem_stride
         stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0] // 2, 3, 2, 1),
+            nn.Conv2d(in_chans, dims[0] // 2, 3, 1 if stem_stride == 1 else 2, 1),
             LayerNorm2d(dims[0] // 2, eps=1e-6),
             nn.GELU(),
-            nn.Conv2d(dims[0] // 2, dims[0], 3, 2, 1),
+            nn.Conv2d(dims[0] // 2, dims[0], 3, 2 if stem_stride == 4 else 1, 1),
             LayerNorm2d(dims[0], eps=1e-6),
         )
         self.downsample_layers = nn.ModuleList([stem])
@@ -291,7 +298,7 @@ class UniRepLKNet(IndexedStagesMixin, nn.Module):
 
         self.features_only = features_only
         self._feature_info = FeatureInfo(
-            [dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}") for i in range(4)]
+            [dict(num_chs=dims[i], reduction=stem_stride * 2**i, module=f"stages.{i}") for i in range(4)]
         )
         if features_only:
             self.feature_info = self._feature_info.select(out_indices)
@@ -374,6 +381,7 @@ def _make_entrypoint(variant: str):
         features_only: bool = False,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         mixer: str | None = None,
+        stem_stride: int = 4,
     ) -> UniRepLKNet:
         reject_pretrained(pretrained)
         d0, c0 = UNIREPLKNET_CONFIGS[variant]
@@ -390,6 +398,7 @@ def _make_entrypoint(variant: str):
             features_only=features_only,
             out_indices=out_indices,
             mixer=mixer,
+            stem_stride=stem_stride,
         )
 
     entrypoint.__name__ = entrypoint.__qualname__ = f"unireplknet_{variant}"
