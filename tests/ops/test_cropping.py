@@ -90,15 +90,18 @@ def test_gradcheck_through_cropped_strided_dilated_conv():
     torch.testing.assert_close(conv(x, w, b, *hyper), F.conv2d(x, w, b, *hyper))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's, from the reference
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     size=st.tuples(st.integers(1, 6), st.integers(1, 6)),
     kernel=st.tuples(st.integers(1, 11), st.integers(1, 11)),
     stride=st.integers(1, 2), dilation=st.integers(1, 3), pad=st.tuples(st.integers(0, 12), st.integers(0, 12)),
-    groups_dense=st.booleans(),
+    groups_dense=st.booleans(), same=st.booleans(),
 )
-def test_random_small_maps_match_float64_reference(size, kernel, stride, dilation, pad, groups_dense):
-    if any(n + 2 * p < dilation * (k - 1) + 1 for n, k, p in zip(size, kernel, pad)):
+def test_random_small_maps_match_float64_reference(size, kernel, stride, dilation, pad, groups_dense, same):
+    if same:  # PyTorch's "same" (asymmetric for even kernels), stride 1 only
+        pad, stride = "same", 1
+    elif any(n + 2 * p < dilation * (k - 1) + 1 for n, k, p in zip(size, kernel, pad)):
         return
     c, groups = 4, (1 if groups_dense else 4)
     x = torch.randn(2, c, *size, dtype=torch.float64)
