@@ -11,8 +11,8 @@ that side, so the cropped convolution keeps non-negative padding and the same ou
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
