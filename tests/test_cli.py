@@ -142,3 +142,23 @@ def test_resume_flag_without_checkpoint_errors(tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="largekernel")
     assert main(["train", "--output", str(tmp_path / "empty"), "--resume"]) == 2
     assert any("no checkpoint" in r.getMessage() for r in caplog.records)
+
+
+def test_overrides_may_follow_flags_in_order():
+    from largekernel.cli import build_parser, parse_args
+    from largekernel.cli.train import build_config
+
+    parser = build_parser()
+    args = parse_args(parser, ["train", "epochs=3", "--quiet", "epochs=4", "--seed", "7", "lr=0.5"])
+    assert args.overrides == ["epochs=3", "epochs=4", "lr=0.5"]
+    cfg = build_config(args)
+    assert (cfg.epochs, cfg.seed, cfg.lr, cfg.quiet) == (4, 7, 0.5, True)  # last override wins
+
+
+@pytest.mark.parametrize("argv", [["train", "--bogus"], ["train", "a=1", "--quiet", "stray"],
+                                  ["info", "unireplknet_a", "x=1"]])
+def test_unknown_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "parse_args"]
 
 _SUBCOMMAND_MODULES = ("train", "evaluate", "predict", "reparameterize", "info", "bench")
 
@@ -38,9 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``, accepting ``KEY=VALUE`` overrides before, between and after flags.
+
+    argparse ends a ``nargs="*"`` positional at the first flag, so ``train a=1 --quiet b=2``
+    would reject ``b=2``; the stragglers are appended to the overrides in command-line order.
+    Anything else unrecognised is still a usage error (exit code 2).
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extras):
+            args.overrides = list(args.overrides or []) + extras
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
