@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
-from largekernel.data import build_dataset, build_loaders, dataset_info, describe_datasets, list_datasets
+from largekernel.data import (
+    build_dataset,
+    build_loaders,
+    dataset_info,
+    describe_datasets,
+    evaluation_shard,
+    list_datasets,
+)
 from largekernel.data import pathfinder as pf
 
 
@@ -129,3 +138,32 @@ def test_errors():
         build_loaders("digits", batch_size=0)
     with pytest.raises(ValueError, match="eval_split"):
         build_loaders("digits", batch_size=4, eval_split="train")
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 50), world_size=st.integers(1, 7))
+def test_evaluation_shards_partition_the_set_without_repeats(n, world_size):
+    shards = [list(evaluation_shard(range(n), r, world_size).indices) for r in range(world_size)]
+    flat = sorted(i for s in shards for i in s)
+    assert flat == list(range(n))  # every sample exactly once
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+@pytest.mark.parametrize("rank, world_size, match", [(2, 2, "rank"), (-1, 2, "rank"), (0, 0, "world_size")])
+def test_evaluation_shard_rejects_bad_ranks(rank, world_size, match):
+    with pytest.raises(ValueError, match=match):
+        evaluation_shard(range(4), rank, world_size)
+
+
+def test_distributed_loaders_shard_evaluation_exactly(tmp_path):
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already running")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        train, test, _ = build_loaders("digits", batch_size=32, distributed=True)
+        assert sum(len(y) for _, y in test) == len(build_dataset("digits", "test"))
+        assert len(train.sampler) == len(build_dataset("digits", "train"))
+    finally:
+        dist.destroy_process_group()

@@ -7,7 +7,7 @@ Example:
     10
 """
 
-from largekernel.data.base import DatasetInfo, ImageDataset, TensorImageDataset, stratified_split
+from largekernel.data.base import DatasetInfo, ImageDataset, TensorImageDataset, evaluation_shard, stratified_split
 from largekernel.data.folder import FolderDataset
 from largekernel.data.pathfinder import (
     PATHFINDER_DIFFICULTIES,
@@ -34,6 +34,7 @@ __all__ = [
     "PathfinderConfig",
     "build_dataset",
     "build_loaders",
+    "evaluation_shard",
     "dataset_info",
     "describe_datasets",
     "generate_pathfinder",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from largekernel.data.transforms import Normalize, Transform, resize
 
@@ -22,6 +22,7 @@ __all__ = [
     "stratified_split",
     "channel_stats",
     "sample_seed",
+    "evaluation_shard",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -131,6 +132,32 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     std = x.std(dim=1, unbiased=False)
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def evaluation_shard(dataset: Dataset, rank: int, world_size: int) -> Subset:
+    """This rank's share of an evaluation set: every ``world_size``-th sample from ``rank``.
+
+    Unlike ``DistributedSampler``, nothing is repeated to even out the ranks (they may differ by
+    one sample), so counts summed over ranks are exactly the single-process counts. Evaluate the
+    unwrapped model on it: a DDP-wrapped forward would expect the same batch count on each rank.
+
+    Args:
+        dataset: the evaluation set (anything with ``__len__``).
+        rank: this process's rank, ``0 <= rank < world_size``.
+        world_size: number of processes.
+
+    Returns:
+        A ``Subset``; the shards of all ranks partition ``range(len(dataset))``.
+
+    Example:
+        >>> [list(evaluation_shard(range(5), r, 2).indices) for r in range(2)]
+        [[0, 2, 4], [1, 3]]
+    """
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    if not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+    return Subset(dataset, range(rank, len(dataset), world_size))
 
 
 def sample_seed(*parts: int) -> int:

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from largekernel.data.base import DatasetInfo, check_image_size, check_split
+from largekernel.data.base import DatasetInfo, check_image_size, check_split, evaluation_shard
 from largekernel.data.digits import build_digits, digits_info
 from largekernel.data.folder import build_folder, folder_info
 from largekernel.data.lfw import build_lfw_faces, lfw_faces_info
@@ -209,9 +209,10 @@ def build_loaders(
     """Train and evaluation loaders for a data set.
 
     The train loader shuffles (seeded) and drops nothing; augmentation (``augment``) applies to
-    the train split only. With ``distributed=True`` both use a ``DistributedSampler`` (needs an
-    initialised process group; note that it pads the evaluation split with repeated samples so
-    every rank gets the same count, so exact metrics should be computed on one rank).
+    the train split only. With ``distributed=True`` (needs an initialised process group) the
+    train loader uses a ``DistributedSampler`` and the evaluation loader this rank's
+    :func:`~largekernel.data.base.evaluation_shard`: no sample is repeated, so metrics summed over
+    ranks are exact (the ranks' batch counts may differ by one; evaluate the unwrapped model).
 
     Args:
         spec: data-set spec.
@@ -242,9 +243,9 @@ def build_loaders(
     common: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
     if distributed:
         train_sampler = DistributedSampler(train_ds, shuffle=True, seed=seed)
-        eval_sampler = DistributedSampler(eval_ds, shuffle=False)
         train = EpochDataLoader(train_ds, batch_size=batch_size, sampler=train_sampler, **common)
-        evaluation = EpochDataLoader(eval_ds, batch_size=batch_size, sampler=eval_sampler, **common)
+        shard = evaluation_shard(eval_ds, train_sampler.rank, train_sampler.num_replicas)
+        evaluation = EpochDataLoader(shard, batch_size=batch_size, shuffle=False, **common)
     else:
         gen = torch.Generator().manual_seed(seed)
         train = EpochDataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen, **common)

@@ -262,8 +262,10 @@ class Trainer:
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         # evaluation: disjoint, unpadded shards per rank so summed counts are exact
-        eval_idx = list(range(self.dist.rank, len(eval_set), self.dist.world_size))
-        self.eval_loader = DataLoader(Subset(eval_set, eval_idx), batch_size=max(self.local_batch, 64),
+        from largekernel.data.base import evaluation_shard
+
+        self.eval_loader = DataLoader(evaluation_shard(eval_set, self.dist.rank, self.dist.world_size),
+                                      batch_size=max(self.local_batch, 64),
                                       shuffle=False, num_workers=cfg.num_workers,
                                       generator=torch.Generator().manual_seed(cfg.seed))
 
