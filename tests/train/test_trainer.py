@@ -155,3 +155,18 @@ def test_tensorboard_and_grad_checkpointing_and_accelerate(tmp_path):
     # accelerate() swapped the convolution onto the engine without changing parameter names
     assert type(t.raw_model.conv).__module__ == "largekernel.nn.conv"
     assert set(t.raw_model.state_dict()) == {"conv.weight", "conv.bias", "fc.weight", "fc.bias"}
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_ema_weights_are_not_picked_by_test_accuracy(tmp_path, split, monkeypatch):
+    from largekernel.train.ema import ModelEma
+
+    # a frozen EMA keeps the initial weights, so it scores worse than the trained model
+    monkeypatch.setattr(ModelEma, "update", lambda self, model: None)
+    summary = _fit(_trainer(tmp_path, "epochs=4", "ema=true", f"eval_split={split}"))
+    raw_top1, ema_top1 = summary["history"][-1]["eval_top1"], summary["ema"]["top1"]
+    assert raw_top1 > ema_top1
+    if split == "test":  # no selection on the test split: EMA on means the EMA weights
+        assert summary["weights"] == "ema" and summary["final"]["top1"] == ema_top1
+    else:  # on a validation split the better weights are kept
+        assert summary["weights"] == "model" and summary["final"]["top1"] == raw_top1

@@ -79,7 +79,7 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_prob: float = 1.0
-    ema: bool = False
+    ema: bool = False  # final weights: the EMA (eval_split=test), or the better of EMA/raw on val
     ema_decay: float = 0.999
     # precision / device
     amp: str = "none"

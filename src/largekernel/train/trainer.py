@@ -582,7 +582,10 @@ class Trainer:
         ema_metrics = None
         if self.ema is not None:
             ema_metrics = self.evaluate(self.ema.module)
-            if ema_metrics["top1"] >= final["top1"]:
+            # Picking weights by their score is model selection: fair on a validation split, a
+            # biased result on the test split. So on `test` the EMA weights (what EMA is for) are
+            # the result whatever they score; on `val` the better of the two is kept.
+            if cfg.eval_split != "val" or ema_metrics["top1"] >= final["top1"]:
                 chosen, chosen_name, final = self.ema.module, "ema", ema_metrics
         summary: dict[str, Any] = {
             "model": self.model_config,
