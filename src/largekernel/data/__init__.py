@@ -7,7 +7,13 @@ Example:
     10
 """
 
-from largekernel.data.base import DatasetInfo, ImageDataset, TensorImageDataset, evaluation_shard, stratified_split
+from largekernel.data.base import (
+    DatasetInfo,
+    ImageDataset,
+    TensorImageDataset,
+    evaluation_shard,
+    stratified_split,
+)
 from largekernel.data.folder import FolderDataset
 from largekernel.data.pathfinder import (
     PATHFINDER_DIFFICULTIES,
