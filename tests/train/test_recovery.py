@@ -138,8 +138,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     # the kill lands mid-epoch (step 4 or 8 are both inside epochs 1 and 2)
     common = ("checkpoint_every=4",)
     reference = _script("train", tmp_path / "ref", *common)
-    # slow forward passes leave >= 0.5 s between the step-4 checkpoint and the epoch-end one
-    killed = _script("train", tmp_path / "killed", *common, slow=0.25)
+    # slow forward passes leave >= 1 s between the step-4 checkpoint and the epoch-end one, so a
+    # busy machine that polls late still kills mid-epoch
+    killed = _script("train", tmp_path / "killed", *common, slow=0.5)
     _wait_for(lambda: _step_of_latest(tmp_path / "killed") >= 4, 90, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
