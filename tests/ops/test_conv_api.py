@@ -222,18 +222,20 @@ def test_without_compiled_kernels(monkeypatch):
     assert "kernels" not in (plan.forward, plan.grad_input, plan.grad_weight)
     x = torch.randn(2, 8, 30, 30, dtype=torch.float64, requires_grad=True)
     w = torch.randn(8, 1, 17, 17, dtype=torch.float64, requires_grad=True)
-    for impl in [None, ("kernels", "kernels", "kernels")]:
-        if impl is None:
-            y = conv(x, w, padding=8, groups=8)
-        else:
-            with force_impl(*impl):
-                y = conv(x, w, padding=8, groups=8)
-        gx, gw = torch.autograd.grad(y.sum(), (x, w))
-        ref = F.conv2d(x, w, padding=8, groups=8)
-        rgx, rgw = torch.autograd.grad(ref.sum(), (x, w))
-        torch.testing.assert_close(y, ref)
-        torch.testing.assert_close(gx, rgx)
-        torch.testing.assert_close(gw, rgw)
+    y = conv(x, w, padding=8, groups=8)
+    gx, gw = torch.autograd.grad(y.sum(), (x, w))
+    ref = F.conv2d(x, w, padding=8, groups=8)
+    rgx, rgw = torch.autograd.grad(ref.sum(), (x, w))
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(gx, rgx)
+    torch.testing.assert_close(gw, rgw)
+    # forcing an unavailable path is an error, not a silent fallback
+    from largekernel.ops import ForcedImplementationError
+
+    with force_impl(forward="kernels"), pytest.raises(ForcedImplementationError, match="forward='kernels'"):
+        conv(x, w, padding=8, groups=8)
+    with force_impl(grad_weight="kernels"), pytest.raises(ForcedImplementationError, match="grad_weight"):
+        torch.autograd.grad(conv(x, w, padding=8, groups=8).sum(), (x, w))
 
 
 def test_failing_compiled_kernel_falls_back(monkeypatch, caplog):
@@ -248,17 +250,29 @@ def test_failing_compiled_kernel_falls_back(monkeypatch, caplog):
         def depthwise_forward(*a, **k):
             raise RuntimeError("boom")
 
+        @staticmethod
+        def supports(*a, **k):
+            return True
+
     monkeypatch.setattr(native, "_KERNELS_CACHE", [Broken])
     monkeypatch.setattr(autograd, "_WARNED", set())
     x = torch.randn(1, 4, 20, 20, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 1, 9, 9, dtype=torch.float64, requires_grad=True)
-    with force_impl("kernels", "kernels", "kernels"):
+    from largekernel.ops import ForcedImplementationError, record_impls
+
+    assert explain(x.shape, w.shape, padding=4, groups=4, dtype=x.dtype).grad_weight == "kernels"
+    with record_impls() as steps:
         y = conv(x, w, padding=4, groups=4)
-    gw = torch.autograd.grad(y.sum(), w)[0]
+        gw = torch.autograd.grad(y.sum(), w)[0]
     ref = F.conv2d(x, w, padding=4, groups=4)
     torch.testing.assert_close(y, ref)
     torch.testing.assert_close(gw, torch.autograd.grad(ref.sum(), w)[0])
     assert "boom" in caplog.text
+    # the planned compiled weight gradient failed, so another implementation really ran
+    assert [s.impl for s in steps if s.stage == "grad_weight"] == ["fft"]
+    # ... but a forced one raises instead of hiding the failure
+    with force_impl("kernels", "kernels", "kernels"), pytest.raises(ForcedImplementationError, match="boom"):
+        conv(x, w, padding=4, groups=4)
 
 
 def test_autocast_bf16_matches_pytorch_autocast():

@@ -88,16 +88,43 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1.0)).item()
 
 
+def _kernels_can_serve(case) -> bool:
+    """Whether the compiled kernels can run this case's forward, grad_input and grad_weight: one
+    filter per channel (no channel multiplier, whose flipped kernel is not depthwise) in 1-3-D."""
+    from largekernel.ops import native
+
+    return native.kernels_module() is not None and case["groups"] == case["c_in"] == case["c_out"] > 1
+
+
+def _same_format(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dim() not in (4, 5):
+        return a.is_contiguous() == b.is_contiguous()
+    fmt = torch.channels_last if a.dim() == 4 else torch.channels_last_3d
+    return (a.is_contiguous(), a.is_contiguous(memory_format=fmt)) == (
+        b.is_contiguous(), b.is_contiguous(memory_format=fmt)
+    )
+
+
 def check_case(case, impl, dtype=torch.float32, tol=1e-5):
+    from largekernel.ops import ForcedImplementationError
+
     x = _make_input(case, dtype).requires_grad_()
     w = torch.randn(case["c_out"], case["c_in"] // case["groups"], *case["ks"], dtype=dtype, requires_grad=True)
     b = torch.randn(case["c_out"], dtype=dtype, requires_grad=True) if case["bias"] else None
     kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
-    if impl is None:
-        y = conv(x, w, b, **kw)
-    else:
-        with force_impl(*impl):
+    leaves = [t for t in (x, w, b) if t is not None]
+    try:
+        if impl is None:
             y = conv(x, w, b, **kw)
+        else:
+            with force_impl(*impl):
+                y = conv(x, w, b, **kw)
+        g = torch.randn(y.shape, dtype=torch.float64)
+        grads = torch.autograd.grad(y, leaves, g.to(dtype))
+    except ForcedImplementationError:
+        # forcing the compiled kernels on a case they cannot serve must raise (never fall back silently)
+        assert impl is not None and "kernels" in impl and not _kernels_can_serve(case), (case, impl)
+        return
     xr = x.detach().double().requires_grad_()
     wr = w.detach().double().requires_grad_()
     br = b.detach().double().requires_grad_() if b is not None else None
@@ -105,14 +132,17 @@ def check_case(case, impl, dtype=torch.float32, tol=1e-5):
     assert y.shape == ref.shape
     assert y.dtype == dtype
     assert rel_err(y, ref) <= tol, (case, impl)
-    g = torch.randn(ref.shape, dtype=torch.float64)
-    leaves = [t for t in (x, w, b) if t is not None]
+    # the output's memory format is the one PyTorch's own convolution returns for this input
+    with torch.no_grad():
+        same_dtype = REF[case["nd"]](x.detach(), w.detach(), None if b is None else b.detach(), **kw)
+    assert _same_format(y, same_dtype), (case, impl, y.stride(), same_dtype.stride())
     rleaves = [t for t in (xr, wr, br) if t is not None]
-    grads = torch.autograd.grad(y, leaves, g.to(dtype))
     rgrads = torch.autograd.grad(ref, rleaves, g)
     for name, a, r in zip(("x", "weight", "bias"), grads, rgrads):
         assert a.shape == r.shape and a.dtype == dtype
         assert rel_err(a, r) <= tol, (name, case, impl)
+    if impl is not None and "kernels" in impl and _kernels_can_serve(case):
+        assert grads  # nothing raised: the forced compiled kernels ran
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda i: "auto" if i is None else "-".join(i))

@@ -9,13 +9,43 @@ from torch import nn
 
 from largekernel.nn.conv import ENGINE_CONV_CLASSES, TORCH_TO_ENGINE
 
-__all__ = ["accelerate", "to_torch_convs"]
+__all__ = ["accelerate", "to_torch_convs", "engine_can_help"]
 
 logger = logging.getLogger(__name__)
 
 
-def accelerate(model: nn.Module, *, inplace: bool = True, min_kernel_size: int = 1) -> nn.Module:
-    """Make every ``nn.Conv1d/2d/3d`` in ``model`` run on the largekernel engine.
+def engine_can_help(conv: nn.Module) -> bool:
+    """Whether the engine can ever run ``conv`` differently from PyTorch (on a CPU or GPU).
+
+    Dense convolutions with small kernels and depthwise convolutions narrower than the engine's
+    custom-backward threshold are always planned as PyTorch's own call, so converting them would
+    only add dispatch overhead. Half-precision CPU convolutions are the exception (the engine
+    computes them in float32), so they are judged by the same kernel rules.
+
+    Args:
+        conv: an ``nn.Conv1d/2d/3d``.
+
+    Returns:
+        True when some input could take an engine path.
+
+    Example:
+        >>> engine_can_help(nn.Conv2d(8, 8, 13, groups=8)), engine_can_help(nn.Conv2d(8, 16, 3))
+        (True, False)
+    """
+    from largekernel.ops.dispatch import DENSE_FFT_MIN_K, DW_CUSTOM_MIN_K  # noqa: PLC0415
+
+    nd = len(conv.kernel_size)
+    extent = max(d * (k - 1) + 1 for k, d in zip(conv.kernel_size, conv.dilation))
+    if extent >= DENSE_FFT_MIN_K[nd]:
+        return True  # very large kernels: FFT, any grouping
+    grouped = conv.groups > 1 and conv.in_channels // conv.groups <= 4
+    return grouped and extent >= DW_CUSTOM_MIN_K[nd]
+
+
+def accelerate(
+    model: nn.Module, *, inplace: bool = True, min_kernel_size: int = 1, only_helpful: bool = True
+) -> nn.Module:
+    """Make every ``nn.Conv1d/2d/3d`` in ``model`` that the engine can speed up run on the engine.
 
     Only modules whose class is *exactly* torch's ``Conv1d/Conv2d/Conv3d`` are converted (a subclass
     may override ``forward`` with something the engine does not know about); modules that already
@@ -29,6 +59,9 @@ def accelerate(model: nn.Module, *, inplace: bool = True, min_kernel_size: int =
         inplace: convert ``model`` itself (default); if False a deep copy is converted and returned.
         min_kernel_size: only convert convolutions whose largest kernel dimension is at least this
             (e.g. 7 to leave 1x1/3x3 convs to PyTorch).
+        only_helpful: leave convolutions the engine would always hand to PyTorch unchanged
+            (see :func:`engine_can_help`): 1x1 and small dense convs, 3x3 depthwise. They would
+            compute the same values either way; converting them only costs dispatch time.
 
     Returns:
         The converted model (``model`` itself when ``inplace``).
@@ -58,7 +91,7 @@ def accelerate(model: nn.Module, *, inplace: bool = True, min_kernel_size: int =
             if isinstance(module, tuple(TORCH_TO_ENGINE)):
                 skipped += 1  # a foreign subclass: its forward may differ, leave it alone
             continue
-        if max(module.kernel_size) < min_kernel_size:
+        if max(module.kernel_size) < min_kernel_size or (only_helpful and not engine_can_help(module)):
             continue
         # Same object, new class: parameters, buffers, hooks and attributes are untouched. The
         # engine classes add no state, so this is exactly equivalent to building a new module.

@@ -6,9 +6,12 @@ Public API:
     force_impl: context manager forcing implementations (tests/benchmarks).
     set_autotune / get_autotune / deterministic / clear_autotune_cache: autotuning control.
     Plan: the dispatcher's decision.
+    record_impls: context manager recording which implementation actually ran (tests).
+    ForcedImplementationError: a forced implementation cannot serve a call.
 """
 
 from largekernel.ops.conv import conv, explain
+from largekernel.ops.record import ExecutedStep, ForcedImplementationError, record_impls
 from largekernel.ops.dispatch import (
     Plan,
     clear_autotune_cache,
@@ -27,4 +30,7 @@ __all__ = [
     "get_autotune",
     "deterministic",
     "clear_autotune_cache",
+    "record_impls",
+    "ExecutedStep",
+    "ForcedImplementationError",
 ]

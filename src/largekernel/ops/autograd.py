@@ -26,6 +26,8 @@ from torch.nn import functional as F
 from largekernel.ops.fusion import dilate_kernel
 from largekernel.ops import native
 from largekernel.ops.fft import _pad_arg, fft_conv, fft_conv_grad_weight
+from largekernel.ops.memory_format import to_memory_format
+from largekernel.ops.record import ForcedImplementationError, note
 from largekernel.ops.validation import ConvArgs
 
 __all__ = ["EngineConvFunction", "run_forward", "compute_grad_input", "compute_grad_weight"]
@@ -34,6 +36,22 @@ logger = logging.getLogger(__name__)
 
 
 _WARNED: set[str] = set()
+
+
+def _forced(stage: str) -> str | None:
+    from largekernel.ops.dispatch import forced_impl  # noqa: PLC0415 - dispatch imports this module
+
+    return forced_impl(stage)
+
+
+def _fallback(stage: str, impl: str, why: str, exc: Exception | None = None) -> None:
+    """A planned implementation cannot serve this call: fall back, unless it was forced."""
+    if _forced(stage) == impl:
+        raise ForcedImplementationError(
+            f"force_impl({stage}={impl!r}) cannot serve this convolution: {why}"
+        ) from exc
+    if exc is not None:
+        _warn_once(f"{stage} {impl}", exc)
 
 
 def _warn_once(what: str, exc: Exception) -> None:
@@ -51,10 +69,17 @@ def run_forward(
     padding: Sequence[tuple[int, int]],
     dilation: Sequence[int],
     groups: int,
+    stage: str = "forward",
 ) -> torch.Tensor:
-    """Run one forward implementation. ``padding`` holds (left, right) pairs; negative values crop."""
+    """Run one forward implementation. ``padding`` holds (left, right) pairs; negative values crop.
+
+    ``stage`` names what the convolution is for (``"forward"`` or ``"grad_input"``, which reuses
+    forward implementations); it is what :func:`~largekernel.ops.record_impls` records.
+    """
+    nd = weight.dim() - 2
     symmetric = all(lo == hi and lo >= 0 for lo, hi in padding)
     if impl == "fft":
+        note(stage, "fft", nd)
         return fft_conv(x, weight, bias, stride, padding, dilation, groups)
     if not symmetric:
         x = F.pad(x, _pad_arg(padding))
@@ -62,23 +87,26 @@ def run_forward(
     sym = tuple(lo for lo, _ in padding)
     if impl == "kernels":
         mod = native.kernels_module()
-        if (
-            mod is not None
-            and callable(getattr(mod, "depthwise_forward", None))
-            and weight.shape[1] == 1
-            and weight.shape[0] == x.shape[1] == groups
-        ):
+        if mod is None or not callable(getattr(mod, "depthwise_forward", None)):
+            _fallback(stage, impl, "the compiled kernels are not available")
+        elif not (weight.shape[1] == 1 and weight.shape[0] == x.shape[1] == groups):
+            # e.g. the flipped kernel of a channel multiplier is not depthwise
+            _fallback(stage, impl, f"weight {tuple(weight.shape)} with groups={groups} is not depthwise")
+        else:
             try:
                 y = mod.depthwise_forward(x, weight, tuple(stride), sym, tuple(dilation))
             except Exception as exc:  # noqa: BLE001 - a compiled-kernel failure must not break training
-                _warn_once("depthwise_forward", exc)
+                _fallback(stage, impl, f"{type(exc).__name__}: {exc}", exc)
             else:
+                note(stage, "kernels", nd)
                 if bias is not None:
-                    y = y + bias.view(1, -1, *([1] * (weight.dim() - 2)))
+                    y = y + bias.view(1, -1, *([1] * nd))
                 return y
-        impl = "native_cl"  # e.g. the flipped kernel of a channel multiplier is not depthwise
+        impl = "native_cl"
     if impl in ("native", "native_cl"):
-        return native.native_conv(x, weight, bias, stride, sym, dilation, groups, channels_last=impl == "native_cl")
+        channels_last = impl == "native_cl" and native.channels_last_forward_safe(x, weight, bias, stride, sym, groups)
+        note(stage, "native_cl" if channels_last else "native", nd)
+        return native.native_conv(x, weight, bias, stride, sym, dilation, groups, channels_last=channels_last)
     raise ValueError(f"unknown forward implementation {impl!r}")
 
 
@@ -102,6 +130,7 @@ def compute_grad_input(
 ) -> torch.Tensor:
     """Input gradient; ``impl`` is a forward implementation name or ``"aten"``."""
     if impl == "aten":
+        note("grad_input", "aten", weight.dim() - 2)
         return native.aten_grad_input(grad_output, x, weight, stride, padding, dilation, groups)
     g = grad_output
     if any(s > 1 for s in stride):
@@ -112,7 +141,7 @@ def compute_grad_input(
         tail = n_in + 2 * p - ((n_out - 1) * s + e)
         pads.append((e - 1 - p, e - 1 - p + tail))
     wt = _flip_transpose(weight, groups)
-    return run_forward(impl, g, wt, None, (1,) * len(pads), tuple(pads), dilation, groups)
+    return run_forward(impl, g, wt, None, (1,) * len(pads), tuple(pads), dilation, groups, stage="grad_input")
 
 
 def compute_grad_weight(
@@ -126,23 +155,34 @@ def compute_grad_weight(
     groups: int,
 ) -> torch.Tensor:
     """Weight gradient with implementation ``impl`` in {kernels, fft, aten, aten_cl}."""
+    nd = weight.dim() - 2
     if impl == "kernels":
         mod = native.kernels_module()
-        if mod is not None and weight.shape[1] == 1 and weight.shape[0] == x.shape[1] == groups:
+        if mod is None:
+            _fallback("grad_weight", impl, "the compiled kernels are not available")
+        elif not (weight.shape[1] == 1 and weight.shape[0] == x.shape[1] == groups):
+            _fallback("grad_weight", impl, f"weight {tuple(weight.shape)} with groups={groups} is not depthwise")
+        else:
             try:
-                return mod.depthwise_grad_weight(
+                gw = mod.depthwise_grad_weight(
                     x, grad_output, tuple(weight.shape[2:]), tuple(stride), tuple(padding), tuple(dilation)
                 )
             except Exception as exc:  # noqa: BLE001 - fall back to FFT rather than fail a backward pass
-                _warn_once("depthwise_grad_weight", exc)
+                _fallback("grad_weight", impl, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                note("grad_weight", "kernels", nd)
+                return gw
         impl = "fft"
     if impl == "fft":
+        note("grad_weight", "fft", nd)
         return fft_conv_grad_weight(
             x, grad_output, tuple(weight.shape[2:]), stride, tuple((p, p) for p in padding), dilation, groups
         )
     if impl in ("aten", "aten_cl"):
+        channels_last = impl == "aten_cl" and native.channels_last_grad_weight_safe(x, weight, stride, padding, groups)
+        note("grad_weight", "aten_cl" if channels_last else "aten", nd)
         return native.aten_grad_weight(
-            grad_output, x, weight, stride, padding, dilation, groups, channels_last=impl == "aten_cl"
+            grad_output, x, weight, stride, padding, dilation, groups, channels_last=channels_last
         )
     raise ValueError(f"unknown grad_weight implementation {impl!r}")
 
@@ -156,7 +196,7 @@ class EngineConvFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, args: ConvArgs, plan):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, args: ConvArgs, plan, out_format=torch.contiguous_format):  # type: ignore[override]
         cdt = plan.compute_dtype
         pads = args.padding
         y = run_forward(
@@ -173,7 +213,8 @@ class EngineConvFunction(torch.autograd.Function):
         ctx.args = args
         ctx.plan = plan
         ctx.bias_dtype = bias.dtype if bias is not None else None
-        return y.to(x.dtype)
+        ctx.out_format = out_format
+        return to_memory_format(y.to(x.dtype), out_format)
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
@@ -193,6 +234,7 @@ class EngineConvFunction(torch.autograd.Function):
             gi_impl, gw_impl = plan.grad_input, plan.grad_weight
         if need_x:
             gi = compute_grad_input(gi_impl, g, xc, wc, args.stride, pad, args.dilation, args.groups).to(x.dtype)
+            gi = to_memory_format(gi, ctx.out_format)  # PyTorch returns grad_input in the output's format
         if need_w:
             gw = compute_grad_weight(gw_impl, g, xc, wc, args.stride, pad, args.dilation, args.groups)
             gw = gw.to(weight.dtype)
@@ -201,4 +243,4 @@ class EngineConvFunction(torch.autograd.Function):
                 gw = gw.contiguous()
         if need_b:
             gb = g.sum(dim=(0, *range(2, g.dim()))).to(ctx.bias_dtype)
-        return gi, gw, gb, None, None
+        return gi, gw, gb, None, None, None

@@ -8,10 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from largekernel.ops import native
 from largekernel.ops.autograd import EngineConvFunction, run_forward
 from largekernel.ops.cropping import crop_unreachable_taps
 from largekernel.ops.dispatch import Plan, choose_plan
+from largekernel.ops.dispatch import state_token as dispatch_state_token
 from largekernel.ops.fft import _pad_arg
+from largekernel.ops.memory_format import expected_output_format, to_memory_format
+from largekernel.ops.record import note
 from largekernel.ops.validation import ConvArgs, normalize_conv_args
 
 __all__ = ["conv", "explain"]
@@ -45,6 +49,46 @@ def _autocast_enabled(device_type: str) -> bool:
         return False
 
 
+# Call signatures (see _fast_key) whose plan is "PyTorch's own convolution, unchanged".
+_TORCH_DECISIONS: set[tuple] = set()
+_MAX_DECISIONS = 65536
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _fast_key(x, weight, bias, stride, padding, dilation, groups) -> tuple | None:
+    """Everything the dispatch decision depends on, cheaply; ``None`` when the call is unusual."""
+    if type(x) not in _PLAIN_TENSORS or type(weight) not in _PLAIN_TENSORS:
+        return None  # subclasses (e.g. FX proxies, tensor wrappers) take the full path
+    try:
+        device_type = x.device.type
+        return (
+            x.shape, x.stride(), x.dtype, device_type, x.requires_grad,
+            weight.shape, weight.stride(), weight.dtype, weight.requires_grad,
+            None if bias is None else (bias.shape, bias.dtype, bias.requires_grad),
+            _hashable(stride), _hashable(padding), _hashable(dilation), groups,
+            torch.is_grad_enabled(), _autocast_enabled(device_type), weight.device,
+            dispatch_state_token(),
+        )
+    except TypeError:
+        return None
+
+
+def _layout_safe(x, weight, bias, args: ConvArgs, requires_grad: bool) -> bool:
+    if args.symmetric:
+        pads = args.sym_padding
+    else:
+        pads = tuple(max(lo, hi) for lo, hi in args.padding)
+    if not native.channels_last_forward_safe(x, weight, bias, args.stride, pads, args.groups):
+        return False
+    return not requires_grad or native.channels_last_grad_weight_safe(x, weight, args.stride, pads, args.groups)
+
+
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -63,7 +107,9 @@ def conv(
     The spatial rank is taken from ``weight`` (1-D/2-D/3-D); ``x`` may be batched or unbatched.
     Supports ``padding="same"``/``"valid"`` (even kernels padded like PyTorch), tuples, any groups,
     and autograd w.r.t. ``x``, ``weight`` and ``bias`` (double-backward falls back to PyTorch ops).
-    The result may be channels-last strided for 2-D/3-D inputs (same values and shape).
+    The output (and the input gradient) come back in the memory format PyTorch's own convolution
+    returns for these arguments, whatever layout the engine computed in; under ``torch.autocast``
+    tensors are cast as PyTorch casts them for a convolution.
 
     Args:
         x: ``(B, C_in, *spatial)`` or ``(C_in, *spatial)``.
@@ -86,41 +132,68 @@ def conv(
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         # tracing/ONNX export/torch.compile need a plain aten graph, not a Python autograd.Function
         return _CONV_BY_DIM[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
-    args = normalize_conv_args(x, weight, bias, stride, padding, dilation, groups)
-    device_type = x.device.type
-    if _autocast_enabled(device_type):
-        # A Python autograd.Function is invisible to autocast, so apply its rule for convolutions
-        # here: eligible (non-float64 floating) inputs run in the autocast dtype.
+    key = _fast_key(x, weight, bias, stride, padding, dilation, groups)
+    if key is not None and key in _TORCH_DECISIONS:
+        # decided before for exactly this call signature: PyTorch's own call is the plan, so the
+        # engine costs one dictionary look-up (inference of small-kernel models must not slow down)
+        note("forward", "torch", weight.dim() - 2)
+        return _CONV_BY_DIM[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
+    if isinstance(x, torch.Tensor) and _autocast_enabled(x.device.type):
+        # A Python autograd.Function is invisible to autocast, so apply autocast's rule for
+        # convolutions here, before validation (as PyTorch casts before checking dtypes): eligible
+        # (floating, non-float64) tensors on the autocast device run in the autocast dtype.
+        device_type = x.device.type
         dtype = torch.get_autocast_dtype(device_type)
 
         def cast(t: torch.Tensor | None) -> torch.Tensor | None:
-            return t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+            eligible = (
+                isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+                and t.device.type == device_type
+            )
+            return t.to(dtype) if eligible else t
 
         with torch.autocast(device_type, enabled=False):
             return conv(cast(x), cast(weight), cast(bias), stride, padding, dilation, groups)
+    args = normalize_conv_args(x, weight, bias, stride, padding, dilation, groups)
     if args.unbatched:
         return conv(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    out_format = expected_output_format(x, weight, groups)
     requires_grad = _needs_grad(x, weight, bias)
+    if out_format != torch.contiguous_format and x.device.type == "cpu" and not _layout_safe(x, weight, bias, args, requires_grad):
+        # PyTorch's own channels-last path is broken for this case (tests/ops/test_pytorch_paths.py):
+        # compute in the NC* layout; the output still comes back in the caller's format
+        x = x.contiguous()
     # taps that only ever read padding (a large kernel on a small map) are dropped: exact, and
     # the sliced weight still receives its (zero) gradient for them through autograd
     full_weight = weight
     weight, args = crop_unreachable_taps(x.shape[2:], weight, args)
     xs, sargs = _symmetrize(x, args)
     plan = choose_plan(xs, weight, sargs, requires_grad)
+    direct = plan.forward == "native" and weight is full_weight and plan.compute_dtype == x.dtype
+    if direct and (plan.uses_autograd or not requires_grad):
+        # the plan is PyTorch's own call on the caller's arguments (it handles "same" padding itself)
+        if key is not None and len(_TORCH_DECISIONS) < _MAX_DECISIONS:
+            _TORCH_DECISIONS.add(key)
+        note("forward", "torch", args.nd)
+        return _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
     if plan.uses_autograd:
         if plan.forward == "native":
-            if weight is full_weight:  # PyTorch handles "same" padding itself, without a pre-pad
-                return _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
-            return _CONV_BY_DIM[args.nd](xs, weight, bias, sargs.stride, sargs.sym_padding, sargs.dilation, groups)
-        return run_forward(plan.forward, xs, weight, bias, sargs.stride, sargs.padding, sargs.dilation, groups)
+            note("forward", "torch", args.nd)
+            if weight is full_weight:
+                y = _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
+            else:
+                y = _CONV_BY_DIM[args.nd](xs, weight, bias, sargs.stride, sargs.sym_padding, sargs.dilation, groups)
+        else:
+            y = run_forward(plan.forward, xs, weight, bias, sargs.stride, sargs.padding, sargs.dilation, groups)
+        return to_memory_format(y, out_format)
     if not requires_grad:
         cdt = plan.compute_dtype
         y = run_forward(
             plan.forward, xs.to(cdt), weight.to(cdt), bias.to(cdt) if bias is not None else None,
             sargs.stride, sargs.padding, sargs.dilation, groups,
         )
-        return y.to(x.dtype)
-    return EngineConvFunction.apply(xs, weight, bias, sargs, plan)
+        return to_memory_format(y.to(x.dtype), out_format)
+    return EngineConvFunction.apply(xs, weight, bias, sargs, plan, out_format)
 
 
 def explain(

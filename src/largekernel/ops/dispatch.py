@@ -46,6 +46,8 @@ __all__ = [
     "get_autotune",
     "deterministic",
     "clear_autotune_cache",
+    "forced_impl",
+    "state_token",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,8 +128,12 @@ _TUNE_LOCK = threading.Lock()
 def force_impl(forward: str | None = None, grad_input: str | None = None, grad_weight: str | None = None):
     """Force implementations inside the block (for tests and benchmarks).
 
+    A forced implementation that cannot serve a call (the compiled kernels are unavailable, or the
+    convolution is not depthwise) raises :class:`~largekernel.ops.ForcedImplementationError`
+    instead of silently falling back, so a test forcing a path really exercises it.
+
     Args:
-        forward: one of ``FORWARD_IMPLS`` (``"kernels"`` falls back if unavailable).
+        forward: one of ``FORWARD_IMPLS``.
         grad_input: one of ``GRAD_INPUT_IMPLS``.
         grad_weight: one of ``GRAD_WEIGHT_IMPLS``.
 
@@ -151,6 +157,18 @@ def force_impl(forward: str | None = None, grad_input: str | None = None, grad_w
         yield
     finally:
         _STATE.forced = old
+
+
+def forced_impl(stage: str) -> str | None:
+    """The implementation forced for ``stage`` (``"forward"``, ``"grad_input"``, ``"grad_weight"``)
+    by an enclosing :func:`force_impl` on this thread, or ``None``."""
+    return _STATE.forced.get(stage)
+
+
+def state_token() -> tuple:
+    """A cheap value that changes whenever forcing, autotuning or deterministic mode changes; callers
+    that cache dispatch decisions include it in their key."""
+    return (tuple(sorted(_STATE.forced.items())) if _STATE.forced else (), _STATE.deterministic, _AUTOTUNE[0])
 
 
 def set_autotune(enabled: bool) -> None:
@@ -248,9 +266,12 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
         why.append("forward: oneDNN channels-last" + (" (input already channels-last)" if is_cl else ""))
     if not requires_grad:
         return Plan(fwd, "none", "none", "; ".join(why) + "; no grad needed", cdt)
+    cl_gw_safe = native.channels_last_grad_weight_safe(x, _ShapeOnly(weight_shape), args.stride, args.sym_padding, args.groups)
     if k < DW_CUSTOM_MIN_K[nd] and cdt == x.dtype and fwd in ("native", "native_cl"):
-        if nd > 1:
+        if nd > 1 and cl_gw_safe:
             fwd = "native_cl"
+        elif nd > 1:
+            fwd = "native"  # PyTorch's channels-last weight gradient is broken here: stay NC*
         why.append("tiny kernel: PyTorch autograd" + (" through the channels-last conv" if nd > 1 else ""))
         return Plan(fwd, reason="; ".join(why), **torch_plan)
     gi = fwd
@@ -261,10 +282,23 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     elif k >= DW_FFT_GW_MIN_K[nd]:
         gw = "fft"
         why.append(f"grad_weight: FFT correlation (K >= {DW_FFT_GW_MIN_K[nd]})")
-    else:
+    elif cl_gw_safe:
         gw = "aten_cl"
         why.append("grad_weight: PyTorch channels-last backward")
+    else:
+        gw = "aten"
+        why.append("grad_weight: PyTorch NC* backward (its channels-last one is broken for this case)")
     return Plan(fwd, gi, gw, "; ".join(why), cdt)
+
+
+class _ShapeOnly:
+    """Weight stand-in for the safety checks, which only read ``dim()`` and ``shape``."""
+
+    def __init__(self, shape) -> None:
+        self.shape = tuple(shape)
+
+    def dim(self) -> int:
+        return len(self.shape)
 
 
 def _is_channels_last(x) -> bool:

@@ -20,6 +20,8 @@ __all__ = [
     "kernels_module",
     "kernels_grad_weight_ok",
     "kernels_forward_ok",
+    "channels_last_forward_safe",
+    "channels_last_grad_weight_safe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,44 @@ def aten_grad_weight(grad_output, x, weight, stride, padding, dilation, groups, 
 def aten_grad_input(grad_output, x, weight, stride, padding, dilation, groups, channels_last=False):
     """Input gradient through ``aten.convolution_backward``."""
     return _aten_backward(grad_output, x, weight, stride, padding, dilation, groups, (True, False), channels_last)[0]
+
+
+def _reads_padding_only(x_spatial, kernel, stride, padding, dilation=None) -> bool:
+    """Whether some output position's receptive field lies entirely in the zero padding."""
+    dilation = dilation or (1,) * len(kernel)
+    for n, k, s, p, d in zip(x_spatial, kernel, stride, padding, dilation):
+        extent = d * (k - 1) + 1
+        if p >= extent:  # the first output reads only left padding
+            return True
+        n_out = (n + 2 * p - extent) // s + 1
+        if (n_out - 1) * s >= p + n:  # the last output starts in the right padding
+            return True
+    return False
+
+
+def channels_last_forward_safe(x, weight, bias, stride, padding, groups) -> bool:
+    """Whether PyTorch's channels-last forward is trustworthy for this call.
+
+    oneDNN's channels-last grouped forward crashes (segfaults, heap corruption) when a bias is added
+    and some outputs read only zero padding (e.g. a grouped 1x1x1 conv with bias, stride 2,
+    padding (0, 1, 1)); the engine then stays in the input's own layout, which is what ``F.conv``
+    runs and is correct. See tests/ops/test_pytorch_paths.py for the mapped cases.
+    """
+    if bias is None or groups == 1:
+        return True
+    return not _reads_padding_only(x.shape[2:], weight.shape[2:], stride, padding)
+
+
+def channels_last_grad_weight_safe(x, weight, stride, padding, groups) -> bool:
+    """Whether PyTorch's channels-last weight gradient is trustworthy for this call.
+
+    PyTorch's channels-last 3-D grouped weight gradient with a stride > 1 returns garbage in float32
+    (different on every run, sometimes NaN) and can corrupt the heap; the NC* layout is correct.
+    """
+    nd = weight.dim() - 2
+    if nd == 3 and groups > 1 and any(s > 1 for s in stride):
+        return False
+    return True
 
 
 _KERNELS_CACHE: list = []
