@@ -176,3 +176,26 @@ def test_matches_float64_reference(impl, case):
 )
 def test_large_kernel_cases(impl, case):
     check_case(case, impl)
+
+
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float64, 1e-10), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)], ids=str
+)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_cases())
+def test_every_float_dtype_matches_reference(dtype, tol, case):
+    check_case(case, None, dtype=dtype, tol=tol)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_cases())
+def test_without_compiled_kernels_matches_reference(case):
+    """LARGEKERNEL_DISABLE_NATIVE=1 (no compiled kernels): the pure-PyTorch paths stay exact."""
+    from largekernel.ops import native
+
+    saved = list(native._KERNELS_CACHE)
+    native._KERNELS_CACHE[:] = [None]
+    try:
+        check_case(case, None)
+    finally:
+        native._KERNELS_CACHE[:] = saved

@@ -1,5 +1,7 @@
 """Dropping kernel taps that only read padding: exact against float64 F.conv, values and gradients."""
 
+import sys
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -109,3 +111,55 @@ def test_random_small_maps_match_float64_reference(size, kernel, stride, dilatio
     torch.testing.assert_close(
         conv(x, w, None, stride, pad, dilation, groups), F.conv2d(x, w, None, stride, pad, dilation, groups)
     )
+
+
+def _spy(monkeypatch, module, name, shapes):
+    """Wrap ``module.name`` so every call records the kernel size of its weight argument."""
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        weight = args[1] if len(args) > 1 else kwargs["weight"]
+        shapes.append(tuple(weight.shape[2:]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+@pytest.mark.parametrize("impl", ["native_cl", "native", "fft"])
+def test_conv_hands_the_cropped_kernel_to_the_implementation(monkeypatch, impl):
+    # the output is identical with or without cropping, so only the kernel that reaches the
+    # implementation shows that conv() really crops (a 13x13 kernel on a 2x2 map: 3x3 is reachable)
+    from largekernel.ops import autograd, native
+
+    conv_module = sys.modules["largekernel.ops.conv"]  # the package re-exports the function as `conv`
+
+    plan_shapes, impl_shapes = [], []
+    _spy(monkeypatch, conv_module, "choose_plan", plan_shapes)
+    if impl == "fft":
+        _spy(monkeypatch, autograd, "fft_conv", impl_shapes)
+    elif impl == "native":  # PyTorch's own call, differentiated by autograd
+        real = conv_module._CONV_BY_DIM[2]
+        monkeypatch.setitem(
+            conv_module._CONV_BY_DIM, 2, lambda x, w, *a: impl_shapes.append(tuple(w.shape[2:])) or real(x, w, *a)
+        )
+    else:
+        _spy(monkeypatch, native, "native_conv", impl_shapes)
+    x = torch.randn(1, 4, 2, 2, requires_grad=True)
+    w = torch.randn(4, 1, 13, 13, requires_grad=True)
+    with force_impl(forward=impl):
+        y = conv(x, w, None, 1, 6, 1, 4)
+    assert plan_shapes == [(3, 3)]
+    assert impl_shapes and set(impl_shapes) == {(3, 3)}
+    y.sum().backward()
+    assert w.grad.shape == w.shape and torch.count_nonzero(w.grad[..., :5, :]) == 0
+
+
+def test_explain_plans_for_the_cropped_kernel(monkeypatch):
+    from largekernel.ops import explain
+
+    conv_module = sys.modules["largekernel.ops.conv"]
+
+    shapes = []
+    _spy(monkeypatch, conv_module, "choose_plan_for_explain", shapes)
+    explain((2, 8, 1, 4), (8, 1, 13, 13), padding=6, groups=8)
+    assert shapes == [(1, 7)]

@@ -91,7 +91,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="skip a measurement whose single call is predicted (from smaller K) to exceed this",
     )
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16"),
+        default="float32",
+        help="CPU: the dtype of every run; --device cuda: float32 means float32 and bfloat16 runs",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: Triton kernels vs cuDNN on the GPU (see largekernel.bench.cuda_conv)",
+    )
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matmul size for the peak GF/s")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -222,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; returns 0."""
     from largekernel.ops.conv import conv as engine_conv
 
+    if getattr(args, "device", "cpu") == "cuda":
+        from largekernel.bench.cuda_conv import run_cuda
+
+        return run_cuda(args)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     max_seconds = args.max_seconds if args.max_seconds is not None else (2.0 if args.quick else 4.0)

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from largekernel.ops.fusion import dilate_kernel
-from largekernel.ops import native
+from largekernel.ops import native, triton_dispatch
 from largekernel.ops.fft import _pad_arg, fft_conv, fft_conv_grad_weight
 from largekernel.ops.memory_format import to_memory_format
 from largekernel.ops.record import ForcedImplementationError, note
@@ -85,6 +85,18 @@ def run_forward(
         x = F.pad(x, _pad_arg(padding))
         padding = tuple((0, 0) for _ in padding)
     sym = tuple(lo for lo, _ in padding)
+    if impl == "triton":
+        if not (weight.shape[1] == 1 and x.shape[1] == groups):
+            _fallback(stage, impl, f"weight {tuple(weight.shape)} with groups={groups} is not depthwise")
+        else:
+            try:
+                y = triton_dispatch.triton_forward(x, weight, bias, stride, sym, dilation)
+            except Exception as exc:  # noqa: BLE001 - unsupported input or a launch failure: fall back
+                _fallback(stage, impl, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                note(stage, "triton", nd)
+                return y
+        impl = "native_cl" if x.device.type == "cpu" else "native"
     if impl == "kernels":
         mod = native.kernels_module()
         if mod is None or not callable(getattr(mod, "depthwise_forward", None)):
@@ -128,7 +140,19 @@ def compute_grad_input(
     dilation: Sequence[int],
     groups: int,
 ) -> torch.Tensor:
-    """Input gradient; ``impl`` is a forward implementation name or ``"aten"``."""
+    """Input gradient; ``impl`` is a forward implementation name, ``"triton"`` or ``"aten"``."""
+    if impl == "triton":
+        if not (weight.shape[1] == 1 and x.shape[1] == groups):
+            _fallback("grad_input", impl, f"weight {tuple(weight.shape)} with groups={groups} is not depthwise")
+        else:
+            try:
+                gi = triton_dispatch.triton_grad_input(grad_output, x, weight, stride, padding, dilation)
+            except Exception as exc:  # noqa: BLE001
+                _fallback("grad_input", impl, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                note("grad_input", "triton", weight.dim() - 2)
+                return gi
+        impl = "aten"
     if impl == "aten":
         note("grad_input", "aten", weight.dim() - 2)
         return native.aten_grad_input(grad_output, x, weight, stride, padding, dilation, groups)
@@ -156,6 +180,21 @@ def compute_grad_weight(
 ) -> torch.Tensor:
     """Weight gradient with implementation ``impl`` in {kernels, fft, aten, aten_cl}."""
     nd = weight.dim() - 2
+    if impl == "triton":
+        if not (weight.shape[1] == 1 and x.shape[1] == groups):
+            _fallback("grad_weight", impl, f"weight {tuple(weight.shape)} with groups={groups} is not depthwise")
+        else:
+            try:
+                gw = triton_dispatch.triton_grad_weight(
+                    grad_output, x, weight, stride, padding, dilation,
+                    deterministic=torch.are_deterministic_algorithms_enabled(),
+                )
+            except Exception as exc:  # noqa: BLE001
+                _fallback("grad_weight", impl, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                note("grad_weight", "triton", nd)
+                return gw
+        impl = "aten"
     if impl == "kernels":
         mod = native.kernels_module()
         if mod is None:

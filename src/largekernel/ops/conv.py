@@ -262,6 +262,9 @@ class _DeviceProbe:
     def dim(self) -> int:
         return self._t.dim()
 
+    def numel(self) -> int:
+        return self._t.numel()
+
     def size(self, *a):
         return self._t.size(*a)
 

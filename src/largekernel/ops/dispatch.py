@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from largekernel.ops import native
+from largekernel.ops import native, triton_dispatch
 from largekernel.ops.validation import ConvArgs
 
 __all__ = [
@@ -52,9 +52,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORWARD_IMPLS = ("native", "native_cl", "fft", "kernels")
-GRAD_INPUT_IMPLS = ("native", "native_cl", "fft", "kernels", "aten", "autograd")
-GRAD_WEIGHT_IMPLS = ("kernels", "fft", "aten", "aten_cl", "autograd")
+FORWARD_IMPLS = ("native", "native_cl", "fft", "kernels", "triton")
+GRAD_INPUT_IMPLS = ("native", "native_cl", "fft", "kernels", "aten", "autograd", "triton")
+GRAD_WEIGHT_IMPLS = ("kernels", "fft", "aten", "aten_cl", "autograd", "triton")
 
 # Thresholds on the largest effective (dilated) kernel extent K, from the measurements above.
 DW_CUSTOM_MIN_K = {1: 4, 2: 4, 3: 4}  # depthwise below this: PyTorch autograd (channels-last) is fine
@@ -224,10 +224,18 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     if x.numel() == 0:
         return Plan("native", reason="empty input: PyTorch", **torch_plan)
     if x.device.type != "cpu":
-        # CUDA & co: cuDNN is good at moderate kernels; FFT only for very long kernels.
+        # CUDA & co: depthwise kernels in Triton's K window run on the Triton kernels when Triton
+        # imports (never imported for CPU tensors); else cuDNN, and FFT only for very long kernels.
+        triton_note = ""
+        if args.groups == args.in_channels and args.in_per_group == 1 and triton_dispatch.triton_preferred(args):
+            why_not = triton_dispatch.triton_reason(x, weight_shape, args)
+            if why_not is None:
+                g = "triton" if requires_grad else "none"
+                return Plan("triton", g, g, f"{x.device.type}: Triton depthwise kernels (kernel extent {k})", x.dtype)
+            triton_note = f" (Triton not used: {why_not})"
         if k >= DENSE_FFT_MIN_K[nd] * 4:
             return Plan("fft", "fft", "fft", f"{x.device.type}: kernel extent {k} is very large -> FFT", cdt)
-        return Plan("native", reason=f"{x.device.type}: vendor library", **torch_plan)
+        return Plan("native", reason=f"{x.device.type}: vendor library{triton_note}", **torch_plan)
 
     grouped = args.groups > 1 and args.in_per_group <= 4
     if not grouped:
@@ -354,6 +362,9 @@ def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan,
         fwd_cands.insert(0, "native")  # oneDNN's NCHW depthwise cliff: seconds per call, never chosen
     if native.kernels_forward_ok(xs, tuple(weight.shape), args):
         fwd_cands.append("kernels")
+    use_triton = xs.device.type == "cuda" and triton_dispatch.triton_plan_ok(xs, tuple(weight.shape), args)
+    if use_triton:
+        fwd_cands.append("triton")
     times = {}
     with torch.no_grad():
         for impl in fwd_cands:
@@ -373,6 +384,8 @@ def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan,
         gw_cands = ["fft", "aten", "aten_cl"]
         if native.kernels_grad_weight_ok(xs, tuple(weight.shape), args):
             gw_cands.append("kernels")
+        if use_triton:
+            gw_cands.append("triton")
         gtimes = {}
         for impl in gw_cands:
             try:
