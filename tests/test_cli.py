@@ -92,6 +92,16 @@ def test_reparameterize_and_info(run_dir, tmp_path, capsys):
     diff = float(text.split("difference train vs deploy:")[1].split()[0])
     assert diff < 1e-4
     assert out.is_file() and out.with_suffix(".json").is_file()
+    # recompute what --check claims: the written deploy file against the training checkpoint
+    from largekernel.train.loading import load_trained_model
+
+    deploy = load_trained_model(out).model
+    trained = load_trained_model(run_dir / "train_checkpoint.pt").model
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = trained(x)
+        err = ((deploy(x) - ref).abs().max() / ref.abs().max()).item()
+    assert err < 1e-4
     assert main(["info", str(out), "--json"]) == 0
     deploy_info = json.loads(capsys.readouterr().out)
     assert main(["info", str(run_dir / "train_checkpoint.pt"), "--json"]) == 0
@@ -103,6 +113,24 @@ def test_reparameterize_and_info(run_dir, tmp_path, capsys):
     assert main(["info", "unireplknet_a", "--image-size", "32", "--model-kwargs",
                  '{"num_classes": 10, "dims": [8, 16, 32, 64]}']) == 0
     assert "params" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, published_gmacs", [("unireplknet_a", 0.64), ("unireplknet_f", 0.91)])
+def test_info_macs_match_count_macs_and_published(name, published_gmacs, capsys):
+    import largekernel
+    from largekernel.models.counting import count_macs, count_params
+
+    for deploy in (False, True):
+        argv = ["info", name, "--json"] + (["--model-kwargs", '{"deploy": true}'] if deploy else [])
+        assert main(argv) == 0
+        info = json.loads(capsys.readouterr().out)
+        with torch.device("meta"):
+            model = largekernel.create_model(name, deploy=deploy)
+        assert info["input"] == [1, 3, 224, 224] and info["form"] == ("deploy" if deploy else "train")
+        assert info["macs"] == count_macs(model, (1, 3, 224, 224))
+        assert info["params"] == count_params(model)
+    # the deploy form at 224 px with 1000 classes is how the figures are published
+    assert abs(info["macs"] / 1e9 - published_gmacs) < 0.01
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -21,11 +21,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY_EXPORTS = {
     "accelerate": "largekernel.nn.acceleration",
+    "to_torch_convs": "largekernel.nn.acceleration",
     "create_model": "largekernel.models.registry",
     "list_models": "largekernel.models.registry",
     "register_model": "largekernel.models.registry",
     "is_model": "largekernel.models.registry",
     "reparameterize": "largekernel.reparam",
+    "export": "largekernel.deploy.export",
     "load_checkpoint": "largekernel.checkpoint",
     "save_checkpoint": "largekernel.checkpoint",
     "create_model_from": "largekernel.checkpoint",
@@ -35,6 +37,7 @@ _LAZY_EXPORTS = {
     "models": "largekernel",
     "count_params": "largekernel.models.counting",
     "count_macs": "largekernel.models.counting",
+    "register_with_timm": "largekernel.integrations.timm",
 }
 
 __all__ = sorted(_LAZY_EXPORTS) + ["__version__"]

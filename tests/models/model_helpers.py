@@ -37,7 +37,13 @@ def randomise(model: nn.Module, seed: int = 0, stat_scale: float = 0.1, scale_st
                 p.copy_(torch.randn(p.shape, generator=g) * scale_std)
 
 
-def assert_fixture_parity(model: nn.Module, ref: dict, tol: float = 1e-4) -> None:
+# Parity with the official/timm reference outputs, relative to the output's max-abs: the README
+# claims 2e-7 (official) / 3e-7 (timm); the fixtures give <= 1.9e-7 in float32. 1e-6 still fails
+# on a LayerNorm eps of 1e-5 instead of 1e-6 in a model's head (>= 1.3e-5) or blocks (>= 5e-6).
+PARITY_RTOL = 1e-6
+
+
+def assert_fixture_parity(model: nn.Module, ref: dict, tol: float = PARITY_RTOL) -> None:
     """``model`` with ``ref["state_dict"]`` (strict) reproduces ``ref["outputs"]``, also after reparameterisation."""
     from largekernel.reparam import reparameterize
 

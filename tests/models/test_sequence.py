@@ -72,12 +72,15 @@ def test_forward_intermediates():
     torch.manual_seed(0)
     model = create_model("sgconv_seq_tiny", num_classes=2, seq_len=32, depth=3, dim=8).eval()
     x = torch.randn(2, 1, 32)
-    outs = model.forward_intermediates(x)
+    final, outs = model.forward_intermediates(x)
     assert len(outs) == 3 and all(o.shape == (2, 8, 32) for o in outs)
+    torch.testing.assert_close(final, model.forward_features(x))
     torch.testing.assert_close(model.norm(outs[-1].transpose(1, 2)).transpose(1, 2), model.forward_features(x))
-    last_two = model.forward_intermediates(x, 2)
+    _, normed = model.forward_intermediates(x, [-1], norm=True)
+    torch.testing.assert_close(normed[0], final)
+    last_two = model.forward_intermediates(x, 2, intermediates_only=True)
     torch.testing.assert_close(last_two[0], outs[1])
-    assert len(model.forward_intermediates(x, [0, -1])) == 2
+    assert len(model.forward_intermediates(x, [0, -1], intermediates_only=True)) == 2
     with pytest.raises(ValueError, match="indices"):
         model.forward_intermediates(x, [5])
 

@@ -139,7 +139,9 @@ def test_half_precision_reparameterises_and_stays_close(dtype):
     x = torch.randn(1, 4, 11, 11)
     with torch.no_grad():
         y = m(x.to(dtype)).float()
-        ref = F.conv2d(x, ref_k, ref_b, 1, 6, 1, 4)
+        # the fused half-precision conv against the float64 training-form model (F.conv + BN
+        # formula per branch), not against the library's own float32 fusion
+        ref = _reference(_upcast(m32).double(), x.double()).float()
     assert _rel(y, ref) <= 5e-2
 
 
@@ -167,3 +169,41 @@ def test_uses_engine_convs():
 
     assert isinstance(DilatedReparamConv(2, 5, ndim=1).lk_origin, Conv1d)
     assert isinstance(DilatedReparamConv(2, 5, ndim=3).dil_conv_k3_2, Conv3d)
+
+
+SPEC = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "specs" / "unireplknet.md"
+
+
+def _spec_branch_table() -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The ``| K | small kernels k | dilations r |`` table of the UniRepLKNet spec, parsed."""
+    if not SPEC.is_file():
+        pytest.skip(f"shared spec not found at {SPEC}")
+    lines = SPEC.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.replace(" ", "").startswith("|K|smallkernels"))
+    table = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        K, ks, rs = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        table[int(K)] = (tuple(int(v) for v in ks.split(",")), tuple(int(v) for v in rs.split(",")))
+    return table
+
+
+def test_every_branch_table_row_matches_the_spec():
+    spec = _spec_branch_table()
+    assert len(spec) >= 7  # 5, 7, ..., 17: the parser found the table
+    assert DILATED_BRANCHES == spec
+    for K, (ks, rs) in spec.items():
+        m = DilatedReparamConv(3, K)
+        assert m.lk_origin.kernel_size == (K, K) and m.lk_origin.padding == (K // 2, K // 2)
+        names = {n.split(".")[0] for n in m.state_dict() if n.startswith("dil_conv_")}
+        assert names == {f"dil_conv_k{k}_{r}" for k, r in zip(ks, rs)}, K
+        for k, r in zip(ks, rs):
+            c = getattr(m, f"dil_conv_k{k}_{r}")
+            pad = (r * (k - 1) + 1) // 2
+            assert (c.kernel_size, c.dilation, c.padding, c.groups) == ((k, k), (r, r), (pad, pad), 3)
+            assert c.bias is None and isinstance(getattr(m, f"dil_bn_k{k}_{r}"), torch.nn.BatchNorm2d)
+    for K in range(1, 21):  # "other K -> error"
+        if K not in spec:
+            with pytest.raises(ValueError, match="kernel_size"):
+                DilatedReparamConv(3, K)

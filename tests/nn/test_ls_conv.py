@@ -203,17 +203,13 @@ def test_onnx_export():
     m = LSConv(16, groups=8).eval()
     x = torch.randn(1, 16, 6, 6)
     buf = io.BytesIO()
-    try:
-        torch.onnx.export(m, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"])
-    except (ImportError, ModuleNotFoundError) as exc:  # export tooling missing, not a model problem
-        pytest.skip(f"ONNX export tooling unavailable: {exc}")
+    torch.onnx.export(m, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"])
     model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model)
     ops = {n.op_type for n in model.graph.node}
     assert "Conv" in ops
-    try:
-        from onnx.reference import ReferenceEvaluator
-    except ImportError:
-        return
+    # the numbers, always: onnx's reference evaluator ships with onnx (no silent return)
+    from onnx.reference import ReferenceEvaluator
+
     (out,) = ReferenceEvaluator(model).run(None, {"x": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), m(x).detach(), rtol=1e-4, atol=1e-4)

@@ -249,3 +249,30 @@ def test_record_shows_the_compiled_paths_really_ran(nd):
     with ops.force_impl(forward="kernels"), ops.record_impls() as steps:
         ops.conv(x, w, padding=4, groups=16)
     assert [(s.stage, s.impl) for s in steps] == [("forward", "kernels")]
+
+
+def test_timm_fx_feature_extraction_on_an_accelerated_timm_model():
+    import timm
+    from timm.models._features_fx import FeatureGraphNet
+
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False).eval()
+    reference = copy.deepcopy(model)
+    largekernel.accelerate(model)
+    assert sum(type(m).__module__ == "largekernel.nn.conv" for m in model.modules()) == 12  # the 7x7 dw convs
+    x = torch.randn(1, 3, 64, 64)
+    feats = FeatureGraphNet(model, out_indices=(1, 2, 3))(x)
+    ref = FeatureGraphNet(reference, out_indices=(1, 2, 3))(x)
+    for a, b in zip(feats, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_torchscript_of_an_accelerated_timm_model_that_scripted_before():
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=4).eval()
+    model.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)  # a plain conv, as in the original
+    largekernel.accelerate(model, only_helpful=False)  # every conv on the engine
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,18 +47,25 @@ class ToyData(Dataset):
 
 
 class ToyNet(nn.Module):
-    def __init__(self, bn: bool = True, dropout: float = 0.2) -> None:
+    """``bn``: a BatchNorm in the path. ``stats_bn``: a BatchNorm that only tracks statistics (its
+    output is multiplied by zero), so DDP keeps per-rank running statistics without changing the
+    numbers the ranks train on; the trainer must average them across ranks."""
+
+    def __init__(self, bn: bool = True, dropout: float = 0.2, stats_bn: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 8, 3, padding=1)
         self.norm = nn.BatchNorm2d(8) if bn else nn.Identity()
+        self.stats = nn.BatchNorm2d(8, affine=False) if stats_bn else None
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x):
         if os.environ.get("LK_TEST_SLOW"):
             time.sleep(float(os.environ["LK_TEST_SLOW"]))  # gives the tests time to signal mid-run
-        x = torch.relu(self.norm(self.conv(x))).mean(dim=(2, 3))
-        return self.fc(self.drop(x))
+        h = torch.relu(self.norm(self.conv(x)))
+        if self.stats is not None:
+            h = h + 0.0 * self.stats(h)
+        return self.fc(self.drop(h.mean(dim=(2, 3))))
 
 
 def _main(argv: list[str]) -> int:
@@ -74,7 +80,7 @@ def _main(argv: list[str]) -> int:
         "quiet=true", "plots=false", "augment=false", "ema=true", "ema_decay=0.9", *overrides])
     bn = mode != "ddp"
     torch.manual_seed(cfg.seed)
-    model = ToyNet(bn=bn, dropout=0.0 if mode == "ddp" else 0.2)
+    model = ToyNet(bn=bn, dropout=0.0 if mode == "ddp" else 0.2, stats_bn=not bn)
     trainer = Trainer(cfg, model=model, train_set=ToyData(48, 1, flip=bn), eval_set=ToyData(15, 2, flip=False),
                       data_info=INFO, model_config={"name": "toy", "kwargs": {}})
     try:
@@ -87,11 +93,17 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def _script(mode: str, out: Path, *overrides: str, slow: float | None = None) -> subprocess.Popen:
+def _script(mode: str, out: Path, *overrides: str, slow: float | None = None,
+            stop_after: int | None = None) -> subprocess.Popen:
+    from largekernel.train.testing_hooks import STOP_AFTER_STEP_ENV
+
     env = dict(os.environ)
     env.pop("LK_TEST_SLOW", None)
+    env.pop(STOP_AFTER_STEP_ENV, None)
     if slow:
         env["LK_TEST_SLOW"] = str(slow)
+    if stop_after is not None:
+        env[STOP_AFTER_STEP_ENV] = str(stop_after)
     return subprocess.Popen([sys.executable, str(HERE), mode, str(out), *overrides], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -103,7 +115,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> int:
         proc.kill()
         out, _ = proc.communicate()
         pytest.fail(f"subprocess timed out:\n{out.decode(errors='replace')[-3000:]}")
-    if proc.returncode not in (0, 128 + signal.SIGTERM):
+    if proc.returncode not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
         pytest.fail(f"subprocess failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
     return proc.returncode
 
@@ -133,19 +145,35 @@ def _assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
+def _stopped_after_checkpoint(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the trainer stopped itself (testing_hooks: SIGSTOP right after a checkpoint)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid == 0:
+            time.sleep(0.05)
+            continue
+        if os.WIFSTOPPED(status):
+            return
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        pytest.fail(f"trainer ended ({proc.returncode}) before the stop hook fired: "
+                    f"{proc.stdout.read().decode(errors='replace')[-3000:]}")
+    proc.kill()
+    pytest.fail("timed out waiting for the trainer's stop hook")
+
+
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    # 48 samples / batch 8 = 6 steps per epoch, 18 steps in all; checkpoints every 4 steps, so
-    # the kill lands mid-epoch (step 4 or 8 are both inside epochs 1 and 2)
+    # 48 samples / batch 8 = 6 steps per epoch, 18 steps in all; checkpoints every 4 steps. The
+    # trainer stops itself right after the step-8 checkpoint (mid epoch 2) and is killed there:
+    # no timing window to hit, however busy the machine
     common = ("checkpoint_every=4",)
     reference = _script("train", tmp_path / "ref", *common)
-    # slow forward passes leave >= 1 s between the step-4 checkpoint and the epoch-end one, so a
-    # busy machine that polls late still kills mid-epoch
-    killed = _script("train", tmp_path / "killed", *common, slow=0.5)
-    _wait_for(lambda: _step_of_latest(tmp_path / "killed") >= 4, 90, killed)
+    killed = _script("train", tmp_path / "killed", *common, stop_after=8)
+    _stopped_after_checkpoint(killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait(30)
-    step = _step_of_latest(tmp_path / "killed")
-    assert 4 <= step < 18 and step % 6 != 0, f"kill should land mid-epoch, checkpoint at step {step}"
+    assert killed.returncode == -signal.SIGKILL
+    assert _step_of_latest(tmp_path / "killed") == 8
     assert not (tmp_path / "killed" / "final_rank0.pt").exists()
     _finish(_script("train", tmp_path / "killed", *common, "resume=true"))
     assert _finish(reference) == 0
@@ -161,15 +189,18 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
 
 
-def test_sigterm_saves_checkpoint_and_resume_completes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_checkpoint_and_resume_completes(tmp_path, signum):
     run = tmp_path / "run"
-    proc = _script("train", run, "epochs=50", slow=0.03)
-    # wait until training is under way (first per-epoch checkpoint written)
-    _wait_for(lambda: _step_of_latest(run) >= 6, 90, proc)
-    proc.send_signal(signal.SIGTERM)
-    assert _finish(proc) == 128 + signal.SIGTERM
+    # the trainer stops itself after the epoch-end checkpoint of step 6; the signal is pending
+    # when it continues, so the guard must save at the very next optimiser step
+    proc = _script("train", run, "epochs=50", stop_after=6)
+    _stopped_after_checkpoint(proc)
+    proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
+    assert _finish(proc) == 128 + signum
     step = _step_of_latest(run)
-    assert step >= 6 and step < 50 * 6
+    assert step == 7
     from largekernel.train.checkpointing import latest_checkpoint, load_training_checkpoint
 
     state = load_training_checkpoint(latest_checkpoint(run))
@@ -180,32 +211,35 @@ def test_sigterm_saves_checkpoint_and_resume_completes(tmp_path):
     assert final["progress"]["step"] == step + 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_match_single_process(tmp_path):
     common = ("epochs=2", "ema=false", "eval_every=1")
     single = _script("ddp", tmp_path / "single", *common)
     env = dict(os.environ)
     env.pop("LK_TEST_SLOW", None)
     ddp = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(HERE), "ddp",
+        # --standalone: torchrun's own rendezvous binds port 0, so no port is picked before it
+        # is bound (a free port chosen here could be taken by another process in between)
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HERE), "ddp",
          str(tmp_path / "ddp"), *common],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _finish(ddp, timeout=180)
     _finish(single)
     r0 = torch.load(tmp_path / "ddp" / "final_rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "final_rank1.pt", weights_only=True)
-    _assert_same_state(r0, r1)  # ranks in sync
+    _assert_same_state(r0, r1)  # ranks in sync, BatchNorm running statistics included (averaged)
+    assert "stats.running_mean" in r0 and not torch.equal(r0["stats.running_var"], torch.ones(8))
     ref = torch.load(tmp_path / "single" / "final_rank0.pt", weights_only=True)
     for k in ref:  # same global batch, same samples per step: equal up to reduction order
+        if k.startswith("stats."):  # per-rank statistics of half batches: averaged, not the same numbers
+            continue
         torch.testing.assert_close(r0[k], ref[k], rtol=1e-4, atol=1e-5)
-    # rank 0 alone wrote the artefacts
+    # rank 0 alone wrote the artefacts: the same files as the single-process run (final_rank1.pt
+    # is this script's own output), and no file or directory names rank 1
+    ddp_files = {p.relative_to(tmp_path / "ddp").as_posix() for p in (tmp_path / "ddp").rglob("*")}
+    single_files = {p.relative_to(tmp_path / "single").as_posix() for p in (tmp_path / "single").rglob("*")}
     assert (tmp_path / "ddp" / "metrics.json").is_file()
+    assert ddp_files - {"final_rank1.pt"} == single_files
+    assert not [f for f in ddp_files - {"final_rank1.pt"} if "rank1" in f or "rank_1" in f]
     import json
 
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

@@ -75,7 +75,13 @@ def test_training_learns_and_writes_summary(tmp_path):
 @pytest.mark.parametrize("overrides", [["amp=bf16"], ["mixup=0.4", "cutmix=1.0"], ["optimizer=sgd", "max_steps=3"]])
 def test_options_run(tmp_path, overrides):
     t = _trainer(tmp_path, *overrides)
+    dtypes = set()  # what the layers really computed in (amp=bf16 must autocast them)
+    hooks = [m.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype)) for m in (t.raw_model.conv, t.raw_model.fc)]
     summary = _fit(t)
+    for h in hooks:
+        h.remove()
+    assert dtypes == ({torch.bfloat16} if "amp=bf16" in overrides else {torch.float32})
+    assert all(p.dtype == torch.float32 for p in t.raw_model.parameters())  # master weights stay fp32
     assert all(torch.isfinite(p).all() for p in t.raw_model.parameters())
     assert summary["steps"] == (3 if "max_steps=3" in overrides else 8)
 
@@ -138,23 +144,50 @@ def test_cli_flags_and_overrides_precedence(tmp_path):
 
 
 def test_tensorboard_and_grad_checkpointing_and_accelerate(tmp_path):
+    from largekernel.models.base import run_blocks
+
     class _CkptNet(_Net):
-        enabled = False
+        """The toy net with its conv run through the library's checkpointing helper."""
+
+        def __init__(self):
+            super().__init__()
+            # a 13x13 depthwise conv is one accelerate() hands to the engine
+            large = nn.Conv2d(4, 4, 13, padding=6, groups=4)
+            self.blocks = nn.Sequential(nn.Sequential(self.conv, nn.ReLU(), large))
+            del self.conv  # registered once, inside the block
+            self.grad_checkpointing = False
 
         def set_grad_checkpointing(self, enable=True):
-            type(self).enabled = enable
+            self.grad_checkpointing = enable
+
+        def forward(self, x):
+            return self.fc(run_blocks(self.blocks, x, self.grad_checkpointing).flatten(1))
 
     cfg = apply_overrides(TrainConfig(), [
         f"output={tmp_path / 'tb'}", "epochs=1", "batch_size=8", "quiet=true", "plots=false",
         "tensorboard=true", "grad_checkpointing=true", "accelerate=true"])
     t = Trainer(cfg, model=_CkptNet(), train_set=_data(16, 1), eval_set=_data(8, 2), data_info=INFO,
                 model_config={"name": "toy", "kwargs": {}})
-    _fit(t)
-    assert _CkptNet.enabled
+    recomputed = []  # modules run while autograd executes a backward pass
+
+    def count(module, *_):
+        if torch._C._current_graph_task_id() != -1:
+            recomputed.append(type(module).__name__)
+
+    hook = nn.modules.module.register_module_forward_hook(count)
+    try:
+        _fit(t)
+    finally:
+        hook.remove()
+    # checkpointing really recomputed the block inside backward, once per optimizer step
+    # (accelerate() swapped the conv for the engine's, hence counting by position)
+    assert t.raw_model.grad_checkpointing and t.step == 2
+    assert recomputed.count(type(t.raw_model.blocks[0][0]).__name__) == t.step, recomputed
     assert any((tmp_path / "tb" / "tensorboard").iterdir())
     # accelerate() swapped the convolution onto the engine without changing parameter names
-    assert type(t.raw_model.conv).__module__ == "largekernel.nn.conv"
-    assert set(t.raw_model.state_dict()) == {"conv.weight", "conv.bias", "fc.weight", "fc.bias"}
+    assert type(t.raw_model.blocks[0][2]).__module__ == "largekernel.nn.conv"
+    assert set(t.raw_model.state_dict()) == {
+        "blocks.0.0.weight", "blocks.0.0.bias", "blocks.0.2.weight", "blocks.0.2.bias", "fc.weight", "fc.bias"}
 
 
 @pytest.mark.parametrize("split", ["test", "val"])

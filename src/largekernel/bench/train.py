@@ -34,22 +34,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per mode (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
     parser.add_argument("--max-seconds", type=float, default=None, help="time budget per mode")
-    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype on CPU")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (cuda: needs a GPU)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats (smoke run)")
     parser.add_argument("--modes", default="torch,engine", help="comma list of torch,engine")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a bar chart (PNG)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also profile one training step per mode: time per layer kind and the roofline gap "
+             "(FLOPs at the measured matmul peak plus bytes at the measured memory bandwidth)",
+    )
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="clock of the --breakdown profile (cpu: with --threads 1 on a busy machine)")
 
 
 def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str = "none"):
-    """A closure doing one full training step of ``model`` on ``(x, y)``."""
+    """A closure doing one full training step of ``model`` on ``(x, y)`` (on ``x``'s device)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             out = model(x)
         loss = F.cross_entropy(out.float(), y)
         loss.backward()
@@ -64,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from largekernel.models.registry import create_model
     from largekernel.nn.acceleration import accelerate, to_torch_convs
 
+    device = torch.device(getattr(args, "device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     if args.quick:
         args.batch_size = min(args.batch_size, 8)
         args.repeats = min(args.repeats, 2)
@@ -90,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     base = create_model(args.model, **kwargs)
     g = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.batch_size, kwargs["in_chans"], args.image_size, args.image_size, generator=g)
+    # 1-D / 3-D backbones (model_kwargs spatial_dims=1|3) get a sequence / volume of side image_size
+    spatial = (args.image_size,) * int(kwargs.get("spatial_dims", 2))
+    x = torch.randn(args.batch_size, kwargs["in_chans"], *spatial, generator=g)
     y = torch.randint(0, kwargs["num_classes"], (args.batch_size,), generator=g)
     machine = report.machine_info()
     results = []
@@ -100,12 +113,16 @@ def run(args: argparse.Namespace) -> int:
         model = to_torch_convs(copy.deepcopy(base))
         if mode == "engine":
             model = accelerate(model)
-        timing = measure(step_fn(model, x, y, args.amp), warmup=args.warmup, repeats=args.repeats,
-                         max_seconds=max_seconds)
+        model = model.to(device)
+        timing = measure(step_fn(model, x.to(device), y.to(device), args.amp), warmup=args.warmup,
+                         repeats=args.repeats, max_seconds=max_seconds, device=device)
         results.append({"mode": mode, "median_s": timing.median, "min_s": timing.minimum,
                         "times_s": list(timing.times), "images_per_s": args.batch_size / timing.median})
         log.info("%-6s %.1f images/s (median step %.3f s over %d)", mode, args.batch_size / timing.median,
                  timing.median, len(timing.times))
+    if args.breakdown:
+        for r in results:
+            r["breakdown"] = breakdown(base, r["mode"], x.shape, args.clock)
     by_mode = {r["mode"]: r for r in results}
     speedup = (by_mode["engine"]["images_per_s"] / by_mode["torch"]["images_per_s"]
                if len(by_mode) == 2 else None)
@@ -117,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     payload = {
         "benchmark": "train",
         "machine": machine,
-        "settings": {"threads": torch.get_num_threads(), "model": args.model, "model_kwargs": kwargs, "image_size": args.image_size,
+        "settings": {"device": str(device), "threads": torch.get_num_threads(), "model": args.model, "model_kwargs": kwargs, "image_size": args.image_size,
                      "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
                      "amp": args.amp, "quick": args.quick, "max_seconds": max_seconds},
         "results": results,
@@ -128,6 +145,39 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(args.plot, results, args)
     return 0
+
+
+def breakdown(base: torch.nn.Module, mode: str, input_shape, clock: str = "wall") -> dict[str, Any]:
+    """Profile one training step of ``base`` in ``mode`` and compare it with its roofline.
+
+    The roofline time of the step is ``FLOPs / matmul peak + bytes / memory bandwidth`` with
+    FLOPs = 6 x forward MACs (forward + backward) and the bytes every layer reads and writes, both
+    measured on this machine (:func:`largekernel.analysis.peak.measure_peak`); the per-layer
+    bound ``max(FLOPs / peak, bytes / bandwidth)`` summed over layers is reported too. The time per
+    layer kind shows where the step goes (convolutions, matmuls, normalisation, activations).
+    """
+    from largekernel.analysis.profile import profile_model  # noqa: PLC0415
+
+    prof = profile_model(base, tuple(input_shape), train=True, accelerate=(mode == "engine"), repeats=3,
+                         clock=clock, label=f"{mode}")
+    flops = sum(layer.flops for layer in prof.layers)
+    nbytes = sum(layer.bytes for layer in prof.layers)
+    peak = prof.peak
+    roofline_s = flops / (peak.matmul_gflops * 1e9) + nbytes / (peak.bandwidth_gbs * 1e9)
+    per_layer_s = sum(layer.ideal_s or 0.0 for layer in prof.layers)
+    kinds = prof.by_kind()
+    log.info(
+        "%s: step %.1f ms, roofline %.1f ms (%.1f GFLOP at %.0f GF/s + %.0f MB at %.1f GB/s) -> %.1fx from the limit",
+        mode, 1e3 * prof.step_time_s, 1e3 * roofline_s, flops / 1e9, peak.matmul_gflops, nbytes / 1e6,
+        peak.bandwidth_gbs, prof.step_time_s / roofline_s,
+    )
+    for line in prof.format_gap_table(top=10, by_kind=True).splitlines():
+        log.info("%s", line)
+    return {
+        "step_s": prof.step_time_s, "roofline_s": roofline_s, "per_layer_roofline_s": per_layer_s,
+        "gap": prof.step_time_s / roofline_s, "flops": flops, "bytes": nbytes, "peak": peak.to_dict(),
+        "by_kind": kinds, "clock": clock,
+    }
 
 
 def _plot(path: str, results: list[dict[str, Any]], args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""``largekernel bench {conv,ops,train}``: benchmarks against PyTorch, as JSON and plots.
+"""``largekernel bench {conv,ops,train,accelerate,deploy}``: benchmarks against PyTorch, as JSON and plots.
 
 Each benchmark lives in ``largekernel.bench.<name>`` and exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only wires them into the command line.
@@ -13,6 +13,8 @@ _BENCHMARKS = {
     "conv": "convolution engine vs PyTorch (1-D/2-D/3-D depthwise, forward and backward)",
     "ops": "every large-receptive-field operator next to a 7x7 depthwise conv",
     "train": "training throughput with and without the engine",
+    "accelerate": "whole models with and without largekernel.accelerate (never slower?)",
+    "deploy": "inference runtimes (eager, engine, torch.compile, onnxruntime, OpenVINO) for deploy-form models",
 }
 
 

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", help="directory for eval.json and confusion_matrix.png "
                                          "(default: <checkpoint dir>/eval-<split>)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    parser.add_argument("--allow-large", "--force", dest="allow_large", action="store_true",
+                        help="run even if the memory estimate exceeds the available memory")
     parser.set_defaults(func=run)
 
 
@@ -45,15 +47,31 @@ def run(args: argparse.Namespace) -> int:
     from largekernel.train.plots import plot_confusion
     from largekernel.train.trainer import evaluate_model, resolve_device
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    from largekernel.tasks.segmentation.commands import is_segmentation_checkpoint, run_evaluate
+
+    if is_segmentation_checkpoint(args.checkpoint):  # per-class Dice/IoU instead of top-1
+        return run_evaluate(args)
+    from largekernel.config_schema import EvaluateOptions, validate_model
+    from largekernel.errors import OutputError
+    from largekernel.utils.memory import check_inference_memory
+    from largekernel.utils.output import check_writable, write_output
+
+    opts = validate_model(EvaluateOptions, {k: getattr(args, k) for k in
+                                            ("batch_size", "limit", "image_size", "split", "amp", "device")})
     device = resolve_device(args.device)
     loaded = load_trained_model(args.checkpoint, use_ema=args.use_ema, device=device)
     info = loaded.data_info or {}
     spec = args.data or info.get("spec") or info.get("name")
     if not spec:
         raise ValueError(f"{loaded.source} records no data set; pass --data")
-    image_size = args.image_size or (info.get("image_size") if not args.data else None)
+    out = Path(args.output) if args.output else loaded.source.parent / f"eval-{args.split}"
+    check_writable(out, files=("eval.json", "confusion_matrix.png"))  # before minutes of evaluation
+    image_size = opts.image_size or (info.get("image_size") if not args.data else None)
+    if isinstance(image_size, int):
+        in_chans = int(info.get("in_chans") or 3)
+        check_inference_memory(loaded.model_config, (opts.batch_size, in_chans, image_size, image_size),
+                               f"evaluating at {image_size}x{image_size} px, batch {opts.batch_size}",
+                               allow_large=args.allow_large, device=device)
     dataset = build_dataset(spec, args.split, image_size=image_size, augment=False,
                             root=args.data_root)
     ds_info = dataset.info
@@ -61,19 +79,23 @@ def run(args: argparse.Namespace) -> int:
     if ds_info.num_classes != num_classes:
         raise ValueError(f"data set {spec!r} has {ds_info.num_classes} classes but the model was "
                          f"trained on {num_classes}")
-    if args.limit:
-        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+    if opts.limit is not None:
+        dataset = Subset(dataset, range(min(opts.limit, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError(f"the {args.split} split of {spec!r} has no samples: nothing to evaluate")
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                         generator=torch.Generator().manual_seed(0))
     metrics = evaluate_model(loaded.model, loader, num_classes, device, args.amp)
     class_names = list(info.get("class_names") or ds_info.class_names)
     result = {"checkpoint": str(loaded.source), "kind": loaded.kind, "model": loaded.model_config,
               "data": spec, "split": args.split, "class_names": class_names, **metrics}
-    out = Path(args.output) if args.output else loaded.source.parent / f"eval-{args.split}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
-    plot_confusion(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png",
-                   title=f"{spec} {args.split}")
+    write_output(out / "eval.json", lambda f: f.write(json.dumps(result, indent=2).encode("utf-8")))
+    try:
+        plot_confusion(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png",
+                       title=f"{spec} {args.split}")
+    except OSError as err:  # eval.json is already complete; say which file is missing
+        raise OutputError(f"cannot write {out / 'confusion_matrix.png'}: {err.strerror or err}",
+                          path=out / "confusion_matrix.png") from None
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

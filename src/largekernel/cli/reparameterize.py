@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"OUT must end in .safetensors (or be a directory), got {args.out!r}")
     deploy = reparameterize(loaded.model, inplace=False)
     if args.check:
+        from largekernel.utils.memory import check_inference_memory
+
         info = loaded.data_info or {}
+        size = int(info.get("image_size", 32)) if isinstance(info.get("image_size", 32), int) else 32
+        check_inference_memory(loaded.model_config, (2, int(info.get("in_chans", 3)), size, size),
+                               f"checking the deploy model at {size} px")
         x = torch.randn(2, int(info.get("in_chans", 3)), int(info.get("image_size", 32)),
                         int(info.get("image_size", 32)), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():

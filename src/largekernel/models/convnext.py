@@ -21,13 +21,17 @@ import torch
 from torch import nn
 
 from largekernel.models.base import (
-    StagesCheckpointMixin,
+    StemLevel,
+    StemStagesMixin,
+    apply_channelwise,
     build_stages,
     check_model_args,
+    global_pool_nd,
     run_blocks,
     scale_linear_,
     select_indices,  # noqa: F401  (moved to models.base; still importable from here)
 )
+from largekernel.models.builder import build_model, model_cfg, register_cfg
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
@@ -325,14 +329,16 @@ class ConvNeXtHead(nn.Module):
     def reset(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3), keepdim=True)
-        x = self.norm(x).flatten(1)
+    def forward(self, x: torch.Tensor, global_pool: str = "avg", pre_logits: bool = False) -> torch.Tensor:
+        if global_pool:
+            x = self.norm(global_pool_nd(x, global_pool)[:, :, None, None]).flatten(1)
+        else:  # unpooled: the norm and the classifier act at every position
+            x = self.norm(x)
         x = self.drop(x)
-        return x if pre_logits else self.fc(x)
+        return x if pre_logits else apply_channelwise(self.fc, x)
 
 
-class ConvNeXt(StagesCheckpointMixin, nn.Module):
+class ConvNeXt(StemStagesMixin, nn.Module):
     """ConvNeXt backbone and classifier with timm's key layout and model API.
 
     Args:
@@ -373,7 +379,7 @@ class ConvNeXt(StagesCheckpointMixin, nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
         mixer: str | None = None,
         mixer_kwargs: dict | None = None,
         img_size: int | Sequence[int] | None = None,
@@ -400,64 +406,30 @@ class ConvNeXt(StagesCheckpointMixin, nn.Module):
         )
         prev = dims[-1]
         self.num_features = self.head_hidden_size = prev
-        self.features_only = features_only
-        self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
-        self.head = None if features_only else ConvNeXtHead(prev, num_classes, drop_rate)
+        self.in_chans = in_chans
+        self.feature_info = FeatureInfo(entries)
+        self.head = ConvNeXtHead(prev, num_classes, drop_rate)
 
         # custom mixers keep their own init; the plain depthwise conv gets timm's
         init_weights(self, mixer_attr="conv_dw" if mixer not in (None, "dwconv") else None)
-        if self.head is not None:
-            scale_linear_(self.head.fc, head_init_scale)
+        scale_linear_(self.head.fc, head_init_scale)
+        if features_only:
+            self.as_features(out_indices)
+
+    def _stem_level_specs(self) -> list[StemLevel]:
+        # the 4x4 patchify stem has no stride-2 map: the stride-2 level is the pooled input
+        return [StemLevel(self.in_chans, 2, "stem", 0, pool_input=True)]
 
 
 def _ls(ls_init_value: float | None, layer_scale_init_value: float | None) -> float | None:
     return resolve_ls_init(ls_init_value, layer_scale_init_value, default=1e-6)
 
 
-def _make(
-    depths: Sequence[int],
-    dims: Sequence[int],
-    conv_mlp: bool,
-    *,
-    num_classes: int,
-    in_chans: int,
-    drop_rate: float,
-    drop_path_rate: float,
-    ls_init_value: float | None,
-    layer_scale_init_value: float | None,
-    head_init_scale: float,
-    kernel_sizes: int | Sequence[int],
-    mlp_ratio: float,
-    features_only: bool,
-    out_indices: Sequence[int],
-    mixer: str | None,
-    mixer_kwargs: dict | None,
-    img_size: int | Sequence[int] | None,
-) -> ConvNeXt:
-    return ConvNeXt(
-        in_chans=in_chans,
-        num_classes=num_classes,
-        depths=depths,
-        dims=dims,
-        kernel_sizes=kernel_sizes,
-        mlp_ratio=mlp_ratio,
-        conv_mlp=conv_mlp,
-        ls_init_value=_ls(ls_init_value, layer_scale_init_value),
-        head_init_scale=head_init_scale,
-        drop_rate=drop_rate,
-        drop_path_rate=drop_path_rate,
-        features_only=features_only,
-        out_indices=out_indices,
-        mixer=mixer,
-        mixer_kwargs=mixer_kwargs,
-        img_size=img_size,
-    )
-
-
 def _variant(name: str, default_depths: tuple[int, ...], default_dims: tuple[int, ...], default_conv_mlp: bool):
     """Create a registered entry point with explicit keyword arguments (no ``**kwargs``)."""
 
     def entry(
+        pretrained: bool = False,
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
@@ -471,25 +443,33 @@ def _variant(name: str, default_depths: tuple[int, ...], default_dims: tuple[int
         kernel_sizes: int | Sequence[int] = 7,
         mlp_ratio: float = 4.0,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
+        stem_features: bool | int = False,
+        global_pool: str | None = None,
+        pretrained_cfg: dict | str | None = None,
         mixer: str | None = None,
         mixer_kwargs: dict | None = None,
         img_size: int | Sequence[int] | None = None,
     ) -> ConvNeXt:
-        return _make(
-            depths, dims, conv_mlp, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate, ls_init_value=ls_init_value,
-            layer_scale_init_value=layer_scale_init_value, head_init_scale=head_init_scale,
-            kernel_sizes=kernel_sizes, mlp_ratio=mlp_ratio, features_only=features_only,
-            out_indices=out_indices, mixer=mixer, mixer_kwargs=mixer_kwargs, img_size=img_size,
+        return build_model(
+            ConvNeXt, name, pretrained=pretrained, pretrained_cfg=pretrained_cfg, features_only=features_only,
+            out_indices=out_indices, stem_features=stem_features, global_pool=global_pool,
+            in_chans=in_chans, num_classes=num_classes, depths=depths, dims=dims, kernel_sizes=kernel_sizes,
+            mlp_ratio=mlp_ratio, conv_mlp=conv_mlp, ls_init_value=_ls(ls_init_value, layer_scale_init_value),
+            head_init_scale=head_init_scale, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            mixer=mixer, mixer_kwargs=mixer_kwargs, img_size=img_size,
         )
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = (
         f"ConvNeXt {name.split('_', 1)[1]}: depths {default_depths}, dims {default_dims}"
         f"{', 1x1-conv MLP' if default_conv_mlp else ''} (timm layout).\n\n"
-        "``ls_init_value`` and ``layer_scale_init_value`` are aliases (default 1e-6)."
+        "``ls_init_value`` and ``layer_scale_init_value`` are aliases (default 1e-6). The generic options "
+        "(``features_only``, ``stem_features``, ``global_pool``, ``pretrained_cfg``) are those of "
+        ":func:`largekernel.models.builder.build_model`."
     )
+    register_cfg(name, model_cfg(first_conv="stem.0", classifier="head.fc", crop_pct=0.95 if default_conv_mlp else 0.875,
+                                 license="apache-2.0", paper_ids="arXiv:2201.03545"))
     return register_model(entry)
 
 

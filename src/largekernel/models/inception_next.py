@@ -31,7 +31,17 @@ from largekernel.models.convnext import (
     resolve_ls_init,
     stage_mixer_kwargs,
 )
-from largekernel.models.base import StagesCheckpointMixin, build_stages, check_model_args, run_blocks, scale_linear_
+from largekernel.models.base import (
+    StemLevel,
+    StemStagesMixin,
+    apply_channelwise,
+    build_stages,
+    check_model_args,
+    global_pool_nd,
+    run_blocks,
+    scale_linear_,
+)
+from largekernel.models.builder import build_model, model_cfg, register_cfg
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.inception_dw import InceptionDWConv2d
@@ -154,13 +164,14 @@ class MlpHead(nn.Module):
     def reset(self, num_classes: int) -> None:
         self.fc2 = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
-        x = self.drop(self.norm(self.act(self.fc1(x))))
-        return x if pre_logits else self.fc2(x)
+    def forward(self, x: torch.Tensor, global_pool: str = "avg", pre_logits: bool = False) -> torch.Tensor:
+        # with global_pool="" the MLP head runs at every position (its layers are channels-last)
+        x = global_pool_nd(x, global_pool)
+        x = apply_channelwise(lambda t: self.drop(self.norm(self.act(self.fc1(t)))), x)
+        return x if pre_logits else apply_channelwise(self.fc2, x)
 
 
-class MetaNeXt(StagesCheckpointMixin, nn.Module):
+class MetaNeXt(StemStagesMixin, nn.Module):
     """MetaNeXt / InceptionNeXt backbone and classifier with timm's key layout and model API.
 
     Args:
@@ -205,7 +216,7 @@ class MetaNeXt(StagesCheckpointMixin, nn.Module):
         band_kernel_size: int = 11,
         branch_ratio: float = 0.125,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
         mixer: str | None = None,
         mixer_kwargs: dict | None = None,
         img_size: int | Sequence[int] | None = None,
@@ -239,19 +250,24 @@ class MetaNeXt(StagesCheckpointMixin, nn.Module):
         )
         prev = dims[-1]
         self.num_features = prev
-        self.features_only = features_only
-        self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
-        self.head = None if features_only else MlpHead(prev, num_classes, head_mlp_ratio, drop_rate)
-        self.head_hidden_size = self.head.hidden_size if self.head is not None else prev
+        self.in_chans = in_chans
+        self.feature_info = FeatureInfo(entries)
+        self.head = MlpHead(prev, num_classes, head_mlp_ratio, drop_rate)
+        self.head_hidden_size = self.head.hidden_size
 
         # custom mixers keep their own init; the Inception and plain depthwise convs get timm's
         init_weights(self, mixer_attr="token_mixer" if mixer not in (None, "dwconv", "inception") else None)
-        if self.head is not None:
-            scale_linear_(self.head.fc2, head_init_scale)
+        scale_linear_(self.head.fc2, head_init_scale)
+        if features_only:
+            self.as_features(out_indices)
 
-    # ---- hooks of the timm model API (StagesCheckpointMixin) -------------------------------------
+    # ---- hooks of the timm model API (StemStagesMixin) -------------------------------------
     def _classifier(self) -> nn.Module:
         return self.head.fc2
+
+    def _stem_level_specs(self) -> list[StemLevel]:
+        # the 4x4 patchify stem has no stride-2 map: the stride-2 level is the pooled input
+        return [StemLevel(self.in_chans, 2, "stem", 0, pool_input=True)]
 
 
 def _variant(
@@ -264,6 +280,7 @@ def _variant(
     """Create a registered entry point with explicit keyword arguments (no ``**kwargs``)."""
 
     def entry(
+        pretrained: bool = False,
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
@@ -278,12 +295,17 @@ def _variant(
         band_kernel_size: int = default_band,
         branch_ratio: float = default_ratio,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
+        stem_features: bool | int = False,
+        global_pool: str | None = None,
+        pretrained_cfg: dict | str | None = None,
         mixer: str | None = None,
         mixer_kwargs: dict | None = None,
         img_size: int | Sequence[int] | None = None,
     ) -> MetaNeXt:
-        return MetaNeXt(
+        return build_model(
+            MetaNeXt, name, pretrained=pretrained, pretrained_cfg=pretrained_cfg, features_only=features_only,
+            out_indices=out_indices, stem_features=stem_features, global_pool=global_pool,
             in_chans=in_chans,
             num_classes=num_classes,
             depths=depths,
@@ -296,8 +318,6 @@ def _variant(
             square_kernel_size=square_kernel_size,
             band_kernel_size=band_kernel_size,
             branch_ratio=branch_ratio,
-            features_only=features_only,
-            out_indices=out_indices,
             mixer=mixer,
             mixer_kwargs=mixer_kwargs,
             img_size=img_size,
@@ -309,6 +329,8 @@ def _variant(
         f"band kernel {default_band}, branch ratio {default_ratio:g} (timm layout).\n\n"
         "``ls_init_value`` and ``layer_scale_init_value`` are aliases (default 1e-6)."
     )
+    register_cfg(name, model_cfg(first_conv="stem.0", classifier="head.fc2", license="apache-2.0",
+                                 paper_ids="arXiv:2303.16900"))
     return register_model(entry)
 
 

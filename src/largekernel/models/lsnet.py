@@ -1,62 +1,136 @@
-"""LSNet ("See Large, Focus Small") classifiers and backbones: ``lsnet_t``, ``lsnet_s``, ``lsnet_b``.
+"""LSNet ("See Large, Focus Small", Wang et al., CVPR 2025) as published: ``lsnet_t``, ``lsnet_s``, ``lsnet_b``.
 
-Architecture (re-implemented from the paper's description and ``specs/operators.md``):
+The architecture, parameter counts and state-dict keys match the official model (training form,
+1000 classes: 11,409,832 / 16,146,304 / 23,313,608 parameters), so the published weights load
+strictly. Layout (the official key names in brackets):
 
-* Stem: three 3x3 stride-2 ConvBN layers (``C/4 -> C/2 -> C``, ReLU between): stride 8.
-* Stage ``i > 0`` starts with a downsampling unit: residual DW 3x3 ConvBN + residual FFN at the
-  old width, 1x1 ConvBN to the new width, DW 3x3 stride-2 ConvBN, then residual DW 3x3 ConvBN +
-  residual FFN at the new width. Stage reductions are 8, 16, 32, 64.
-* Blocks alternate: even block index -> :class:`RepDW` (3x3 DW-BN + 1x1 DW-BN + identity, fusable
-  into one 3x3 DW conv) followed by squeeze-excite (ratio 0.25); odd index -> :class:`LSConv`
-  (``BN(SKA(x, LKP(x))) + x``), or in the last stage a multi-head self-attention block. Every
-  block ends with a residual FFN (1x1 ConvBN ``C -> 2C``, ReLU, 1x1 ConvBN ``2C -> C``).
-* Head: global average pool -> BatchNorm1d -> dropout -> Linear.
+* Stem [``patch_embed.0/2/4``]: three 3x3 stride-2 Conv-BN units ``in -> C1/4 -> C1/2 -> C1``,
+  ReLU after the first two: stride 8.
+* Stages [``blocks1..blocks4``]: stage ``i > 0`` starts with a downsampling unit stored as its first
+  two entries: a 3x3 stride-2 depthwise Conv-BN at the old width, then a 1x1 Conv-BN to the new
+  width (no activation, no residual). Stage reductions are 8, 16, 32, 64.
+* Block ``d`` of a stage: ``ffn(se(mixer(x)))``. Even ``d``: :class:`RepVGGDW` (``x + DW3x3-BN(x)
+  + DW1x1-BN(x)``) then squeeze-excite (C/4 hidden). Odd ``d``: :class:`LSConv` (``BN(SKA(x, LKP(x)))
+  + x``), or in the last stage a residual :class:`LSNetAttention` (4 heads, key dim 16, value dim
+  C/4 per head, a depthwise 3x3 Conv-BN on q, relative-position biases). ``ffn`` is a residual
+  ``1x1 Conv-BN (C -> 2C) -> ReLU -> 1x1 Conv-BN (2C -> C, BN gamma 0)``.
+* Head [``head.bn``, ``head.l``]: global average pool -> BatchNorm1d -> Linear.
 
-Sizes: t dims 64,128,256,384 depths 0,2,8,10; s 96,192,320,448 / 1,2,8,10;
-b 128,256,384,512 / 4,6,8,10.
+SKA (small-kernel aggregation) is :func:`largekernel.nn.ls_conv.ska`: plain PyTorch (CPU, ONNX
+exportable) with the official interleaved channel sharing (channel ``c`` uses dynamic kernel
+``c mod C/8``); the official kernel is Triton/GPU-only.
 
-Deviations from the published model (its exact details are not in the spec): the downsampling
-unit above is an approximation; the attention is plain MHSA (``num_heads`` heads of width
-``C / num_heads``, BN-ed 1x1 qkv projection, a DW 3x3 positional term on ``v``, ReLU + 1x1 ConvBN
-output projection) without resolution-dependent attention biases, so any input size works; no
-distillation head. Drop path applies to the residual branches built here (not to the identity
-inside LSConv / RepDW). ``reparameterize()`` folds every ConvBN and every RepDW in place.
+Differences from the official code, none of which changes parameters or keys: stochastic depth
+(``drop_path_rate``, 0 in the published runs) acts on the FFN and attention residuals; at input
+sizes other than the one the attention biases were built for (``img_size``, default 224: a 4x4
+last-stage map) the bias table is resized bicubically to the actual map, as the official
+detection/segmentation copy does (exact at the native size); no distillation head.
+
+``largekernel.reparameterize(model)`` folds every Conv-BN unit, every RepVGGDW (into one 3x3
+depthwise conv with bias) and the head's BatchNorm into its Linear, exactly.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from largekernel.models.base import StemStagesMixin, check_model_args, select_indices
+from largekernel.models.base import (
+    StemLevel,
+    TimmModelMixin,
+    check_model_args,
+    global_pool_nd,
+    linspace_rates,
+    run_blocks,
+)
+from largekernel.models.builder import build_model, model_cfg, register_cfg
+from largekernel.models.convnext import check_depths_dims
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.conv import Conv2d
-from largekernel.ops.fusion import fuse_conv_bn, identity_kernel, pad_kernel_to
-from largekernel.nn.layers import DropPath, SqueezeExcite
-from largekernel.nn.ls_conv import SKA_IMPLS, ConvBN, LSConv
+from largekernel.nn.layers import DropPath
+from largekernel.nn.ls_conv import SKA_IMPLS, ska
+from largekernel.ops.fusion import compute_dtype, fuse_conv_bn, identity_kernel, pad_kernel_to
 
-__all__ = ["LSNet", "RepDW", "LSNetAttention", "LSNetFFN", "LSNetBlock", "lsnet_t", "lsnet_s", "lsnet_b"]
+__all__ = [
+    "LSNet",
+    "ConvBN",
+    "RepVGGDW",
+    "RepDW",
+    "LSConv",
+    "LKP",
+    "LSNetAttention",
+    "LSNetFFN",
+    "LSNetBlock",
+    "lsnet_t",
+    "lsnet_s",
+    "lsnet_b",
+]
 
 
-def _branch(m: ConvBN) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of a ConvBN, whether or not it has been fused already."""
-    if isinstance(m.bn, nn.BatchNorm2d):
-        return fuse_conv_bn(m.conv.weight, m.conv.bias, m.bn)
-    bias = m.conv.bias if m.conv.bias is not None else m.conv.weight.new_zeros(m.conv.out_channels)
-    return m.conv.weight, bias
+class ConvBN(nn.Module):
+    """Conv2d without bias + BatchNorm2d, the official ``Conv2d_BN`` unit (keys ``c``, ``bn``).
 
-
-class RepDW(nn.Module):
-    """RepVGG-style depthwise block: ``DW3x3-BN(x) + DW1x1-BN(x) + x``, fusable into one DW 3x3 conv.
+    :meth:`reparameterize` folds the BN into ``c`` in place (``c`` gains a bias, ``bn`` becomes
+    ``nn.Identity``).
 
     Args:
-        dim: Channels.
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Square kernel size (padding ``kernel_size // 2``).
+        stride: Stride.
+        groups: Conv groups.
+        bn_weight_init: Initial BN gamma (0 makes a residual branch start as the identity).
 
     Example:
-        >>> m = RepDW(8).eval()
+        >>> m = ConvBN(8, 16, 3).eval()
+        >>> m(torch.randn(1, 8, 5, 5)).shape
+        torch.Size([1, 16, 5, 5])
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+        bn_weight_init: float = 1.0,
+    ):
+        super().__init__()
+        self.c = Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.c(x))
+
+    def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The equivalent (weight, bias) of the unit, fused or not (eval-mode BN statistics)."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            return fuse_conv_bn(self.c.weight, self.c.bias, self.bn)
+        return self.c.weight, self.c.bias
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the BN into the conv in place (idempotent)."""
+        if not isinstance(self.bn, nn.BatchNorm2d):
+            return
+        c = self.c
+        weight, bias = self.weight_bias()
+        fused = Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups,
+                       bias=True, device=weight.device, dtype=c.weight.dtype)
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+        self.c, self.bn = fused, nn.Identity()
+
+
+class RepVGGDW(nn.Module):
+    """``x + DW3x3-BN(x) + DW1x1-BN(x)`` (keys ``conv``, ``conv1``); fuses into one DW 3x3 conv with bias.
+
+    Example:
+        >>> m = RepVGGDW(8).eval()
         >>> x = torch.randn(1, 8, 6, 6)
         >>> y = m(x); m.reparameterize()
         >>> torch.allclose(m(x), y, atol=1e-5)
@@ -73,37 +147,124 @@ class RepDW(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
             return self.fused(x)
-        return self.conv(x) + self.conv1(x) + x
+        return x + self.conv(x) + self.conv1(x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Replace the three branches by one DW 3x3 conv with bias, in place (idempotent)."""
         if self.fused is not None:
             return
-        w3, b3 = _branch(self.conv)
-        w1, b1 = _branch(self.conv1)
+        w3, b3 = self.conv.weight_bias()
+        w1, b1 = self.conv1.weight_bias()
         ident = identity_kernel(self.dim, 3, dtype=w3.dtype, device=w3.device)
-        fused = Conv2d(self.dim, self.dim, 3, padding=1, groups=self.dim, bias=True, device=w3.device, dtype=w3.dtype)
+        fused = Conv2d(self.dim, self.dim, 3, padding=1, groups=self.dim, bias=True, device=w3.device,
+                       dtype=self.conv.c.weight.dtype)
         fused.weight.copy_(w3 + pad_kernel_to(w1, 3) + ident)
         fused.bias.copy_(b3 + b1)
         del self.conv, self.conv1
         self.fused = fused
 
 
-class Residual(nn.Module):
-    """``x + DropPath(fn(x))``."""
+#: Former name of :class:`RepVGGDW`.
+RepDW = RepVGGDW
 
-    def __init__(self, fn: nn.Module, drop_path: float = 0.0):
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round ``value`` to a multiple of ``divisor`` (at least ``divisor``, never below 90 % of ``value``).
+
+    The squeeze-excite width rule of the official model (``C/4`` for every published width).
+
+    Example:
+        >>> make_divisible(96 * 0.25), make_divisible(16 * 0.25)
+        (24, 8)
+    """
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * value else new
+
+
+class SqueezeExcite(nn.Module):
+    """GAP -> 1x1 conv (bias) -> ReLU -> 1x1 conv (bias) -> sigmoid -> scale (keys ``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fn = fn
+        self.fc1 = nn.Conv2d(dim, hidden, 1, bias=True)
+        self.fc2 = nn.Conv2d(hidden, dim, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class LKP(nn.Module):
+    """Large-kernel perception: per-pixel ``k_S x k_S`` kernels for ``C/G`` weight groups.
+
+    ``cv1`` 1x1 Conv-BN (C -> C/2) -> ReLU -> ``cv2`` DW ``k_L`` Conv-BN -> ``cv3`` 1x1 Conv-BN ->
+    ReLU -> ``cv4`` 1x1 conv with bias (C/2 -> ``k_S^2 C/G``) -> ``norm`` GroupNorm(C/G groups),
+    viewed as ``(N, C/G, k_S^2, H, W)``.
+
+    Example:
+        >>> LKP(16)(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 2, 9, 8, 8])
+    """
+
+    def __init__(self, dim: int, large_kernel: int = 7, small_kernel: int = 3, groups: int = 8):
+        super().__init__()
+        hidden = dim // 2
+        self.small_kernel = small_kernel
+        self.weight_groups = dim // groups
+        self.cv1 = ConvBN(dim, hidden, 1)
+        self.act = nn.ReLU()
+        self.cv2 = ConvBN(hidden, hidden, large_kernel, groups=hidden)
+        self.cv3 = ConvBN(hidden, hidden, 1)
+        self.cv4 = nn.Conv2d(hidden, small_kernel**2 * self.weight_groups, 1, bias=True)
+        self.norm = nn.GroupNorm(self.weight_groups, small_kernel**2 * self.weight_groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.cv3(self.cv2(self.act(self.cv1(x)))))
+        y = self.norm(self.cv4(y))
+        n, _, h, w = y.shape
+        return y.view(n, self.weight_groups, self.small_kernel**2, h, w)
+
+
+class LSConv(nn.Module):
+    """LS convolution ``BN(SKA(x, LKP(x))) + x`` (keys ``lkp``, ``bn``).
+
+    Args:
+        dim: Channels (even, divisible by ``groups``).
+        large_kernel: Perception kernel ``k_L``.
+        small_kernel: Aggregation kernel ``k_S``.
+        groups: Channels sharing one dynamic kernel, interleaved (channel ``c`` uses ``c mod C/G``).
+        ska_impl: ``"auto"``, ``"unfold"`` or ``"taps"`` (see :func:`largekernel.nn.ls_conv.ska`).
+
+    Example:
+        >>> LSConv(16)(torch.randn(1, 16, 8, 8)).shape
+        torch.Size([1, 16, 8, 8])
+    """
+
+    def __init__(self, dim: int, large_kernel: int = 7, small_kernel: int = 3, groups: int = 8, ska_impl: str = "auto"):
+        super().__init__()
+        self.ska_impl = ska_impl
+        self.lkp = LKP(dim, large_kernel, small_kernel, groups)
+        self.bn = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(ska(x, self.lkp(x), self.ska_impl)) + x
+
+
+class Residual(nn.Module):
+    """``x + DropPath(m(x))`` (key ``m``)."""
+
+    def __init__(self, m: nn.Module, drop_path: float = 0.0):
+        super().__init__()
+        self.m = m
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.fn(x))
+        return x + self.drop_path(self.m(x))
 
 
 class LSNetFFN(nn.Module):
-    """1x1 ConvBN (C -> hidden) -> ReLU -> 1x1 ConvBN (hidden -> C, BN gamma 0 so a residual FFN starts as identity)."""
+    """``pw1`` 1x1 Conv-BN (C -> hidden) -> ReLU -> ``pw2`` 1x1 Conv-BN (hidden -> C, BN gamma 0)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -115,72 +276,102 @@ class LSNetFFN(nn.Module):
         return self.pw2(self.act(self.pw1(x)))
 
 
+def _bias_index(h: int, w: int, table_w: int, device=None) -> torch.Tensor:
+    """``idx[i, j] = |dy| * table_w + |dx|`` for all pairs of the ``h x w`` positions (row-major)."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    return (ys[:, None] - ys[None, :]).abs() * table_w + (xs[:, None] - xs[None, :]).abs()
+
+
 class LSNetAttention(nn.Module):
-    """Multi-head self-attention over all positions of an NCHW map (no residual; wrap it).
+    """Multi-head self-attention with relative-position biases (LeViT / EfficientViT style).
+
+    ``qkv`` 1x1 Conv-BN (C -> 2 nh kd + nh d) splits into q, k, v in that order; ``dw`` (3x3 DW
+    Conv-BN) is applied to q; logits ``q^T k / sqrt(kd)`` plus ``attention_biases[head, |dy| r + |dx|]``;
+    softmax over keys; ``proj`` = ReLU -> 1x1 Conv-BN (nh d -> C, BN gamma 0).
 
     Args:
-        dim: Channels (divisible by ``num_heads``).
-        num_heads: Heads; each has ``dim // num_heads`` channels.
+        dim: Channels C.
+        key_dim: Query/key width per head.
+        num_heads: Heads.
+        attn_ratio: Value width per head / ``key_dim``.
+        resolution: Side of the map the bias table is built for.
+
+    Example:
+        >>> LSNetAttention(64, resolution=4)(torch.randn(1, 64, 4, 4)).shape
+        torch.Size([1, 64, 4, 4])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8):
+    def __init__(self, dim: int, key_dim: int = 16, num_heads: int = 4, attn_ratio: float = 4.0, resolution: int = 4):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.qkv = ConvBN(dim, 3 * dim, 1)
-        self.pe = ConvBN(dim, dim, 3, groups=dim)  # local positional term on v
-        self.act = nn.ReLU()
-        self.proj = ConvBN(dim, dim, 1, bn_weight_init=0.0)
+        self.key_dim = key_dim
+        self.scale = key_dim**-0.5
+        self.d = int(attn_ratio * key_dim)
+        self.dh = self.d * num_heads
+        self.resolution = resolution
+        nh_kd = key_dim * num_heads
+        self.qkv = ConvBN(dim, self.dh + 2 * nh_kd, 1)
+        self.proj = nn.Sequential(nn.ReLU(), ConvBN(self.dh, dim, 1, bn_weight_init=0.0))
+        self.dw = ConvBN(nh_kd, nh_kd, 3, groups=nh_kd)
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
+        # persistent, as in the official state dict; built with plain Python so it works on "meta"
+        idx = [
+            abs(p[0] - q[0]) * resolution + abs(p[1] - q[1])
+            for p in itertools.product(range(resolution), repeat=2)
+            for q in itertools.product(range(resolution), repeat=2)
+        ]
+        n = resolution * resolution
+        self.register_buffer("attention_bias_idxs", torch.tensor(idx, dtype=torch.long).view(n, n))
+
+    def _biases(self, h: int, w: int) -> torch.Tensor:
+        """``(heads, hw, hw)`` position biases for an ``h x w`` map."""
+        r = self.resolution
+        if (h, w) == (r, r):
+            return self.attention_biases[:, self.attention_bias_idxs]
+        # other sizes: resize the (|dy|, |dx|) table to the map (official dense-prediction variant)
+        table = self.attention_biases.view(1, self.num_heads, r, r)
+        table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)[0].flatten(1)
+        return table[:, _bias_index(h, w, w, device=table.device)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=1)
-        shape = (n, self.num_heads, self.head_dim, h * w)
-        attn = (q.reshape(shape).transpose(-2, -1) @ k.reshape(shape)) * self.scale  # (n, heads, hw, hw)
+        n, _, h, w = x.shape
+        nh_kd = self.key_dim * self.num_heads
+        q, k, v = self.qkv(x).split([nh_kd, nh_kd, self.dh], dim=1)
+        q = self.dw(q)
+        q = q.reshape(n, self.num_heads, self.key_dim, h * w)
+        k = k.reshape(n, self.num_heads, self.key_dim, h * w)
+        v = v.reshape(n, self.num_heads, self.d, h * w)
+        attn = (q.transpose(-2, -1) @ k) * self.scale + self._biases(h, w)
         attn = attn.softmax(dim=-1)
-        out = (v.reshape(shape) @ attn.transpose(-2, -1)).reshape(n, c, h, w)
-        out = out + self.pe(v)
-        return self.proj(self.act(out))
+        out = (v @ attn.transpose(-2, -1)).reshape(n, self.dh, h, w)
+        return self.proj(out)
 
 
 class LSNetBlock(nn.Module):
-    """One LSNet block: token mixer (RepDW + SE, LSConv, or attention) then a residual FFN.
+    """``ffn(se(mixer(x)))`` with the mixer chosen by ``kind`` (keys ``mixer``, ``se``, ``ffn``).
 
     Args:
         dim: Channels.
-        kind: ``"repdw"``, ``"lsconv"`` or ``"attention"``.
-        drop_path: Stochastic depth of the residual branches.
-        large_kernel: LSConv ``k_L``.
-        small_kernel: LSConv ``k_S``.
-        ls_groups: LSConv ``G``.
-        num_heads: Attention heads.
-        ska_impl: LSConv SKA implementation.
+        kind: ``"repdw"`` (RepVGGDW + SE), ``"lsconv"`` or ``"attention"``.
+        drop_path: Stochastic depth of the FFN / attention residuals.
+        resolution: Attention bias table side.
+        ska_impl: SKA implementation of LSConv.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        kind: str,
-        drop_path: float = 0.0,
-        large_kernel: int = 7,
-        small_kernel: int = 3,
-        ls_groups: int = 8,
-        num_heads: int = 8,
-        ska_impl: str = "auto",
-    ):
+    def __init__(self, dim: int, kind: str, drop_path: float = 0.0, key_dim: int = 16, num_heads: int = 4,
+                 resolution: int = 4, ska_impl: str = "auto"):
         super().__init__()
         self.kind = kind
         if kind == "repdw":
-            self.mixer: nn.Module = RepDW(dim)
-            self.se: nn.Module = SqueezeExcite(dim, max(1, round(dim * 0.25)))
+            self.mixer: nn.Module = RepVGGDW(dim)
+            self.se: nn.Module = SqueezeExcite(dim, make_divisible(dim * 0.25))
         elif kind == "lsconv":
-            self.mixer = LSConv(dim, large_kernel, small_kernel, ls_groups, ska_impl)
+            self.mixer = LSConv(dim, ska_impl=ska_impl)
             self.se = nn.Identity()
         elif kind == "attention":
-            self.mixer = Residual(LSNetAttention(dim, num_heads), drop_path)
+            ratio = dim / (key_dim * num_heads)
+            self.mixer = Residual(LSNetAttention(dim, key_dim, num_heads, ratio, resolution), drop_path)
             self.se = nn.Identity()
         else:
             raise ValueError(f"kind must be 'repdw', 'lsconv' or 'attention', got {kind!r}")
@@ -190,36 +381,66 @@ class LSNetBlock(nn.Module):
         return self.ffn(self.se(self.mixer(x)))
 
 
-def _downsample(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        Residual(ConvBN(cin, cin, 3, groups=cin)),
-        Residual(LSNetFFN(cin, 2 * cin)),
-        ConvBN(cin, cout, 1),
-        ConvBN(cout, cout, 3, stride=2, groups=cout),
-        Residual(ConvBN(cout, cout, 3, groups=cout)),
-        Residual(LSNetFFN(cout, 2 * cout)),
-    )
+class LSNetHead(nn.Module):
+    """BatchNorm1d (``bn``) -> Linear (``l``, trunc-normal std 0.02, zero bias); folds into one Linear."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim)
+        self.l = self._linear(dim, num_classes)  # noqa: E741  (the official key)
+
+    @staticmethod
+    def _linear(dim: int, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        fc = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(fc.weight, std=0.02)
+        nn.init.zeros_(fc.bias)
+        return fc
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The BN on ``(N, C)`` or, unpooled, on ``(N, C, H, W)`` (same per-channel statistics)."""
+        if x.dim() == 2:
+            return self.bn(x)
+        return self.bn(x.flatten(2)).view_as(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l(self.norm(x))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the BN into the Linear (``l(bn(x)) == l'(x)``), in place; idempotent."""
+        if not isinstance(self.bn, nn.BatchNorm1d) or not isinstance(self.l, nn.Linear):
+            return
+        bn, lin = self.bn, self.l
+        cd = compute_dtype(lin.weight.dtype)
+        # bn(x) = s * x + t  ->  l(bn(x)) = (W diag(s)) x + (W t + b)
+        scale = bn.weight.to(cd) / (bn.running_var.to(cd) + bn.eps).sqrt()
+        shift = bn.bias.to(cd) - bn.running_mean.to(cd) * scale
+        weight = lin.weight.to(cd)
+        lin.bias.copy_(lin.bias.to(cd) + weight @ shift)
+        lin.weight.copy_(weight * scale)
+        self.bn = nn.Identity()
 
 
-class LSNet(StemStagesMixin, nn.Module):
-    """LSNet classifier / backbone with the timm model API.
+class LSNet(TimmModelMixin, nn.Module):
+    """LSNet classifier / backbone with the official key layout and timm's model contract.
 
     Args:
         in_chans: Input channels.
-        num_classes: Classifier outputs (0 = none: ``forward`` returns the normalised pooled features).
-        dims: Channels of the four stages (each divisible by ``ls_groups``, even; the attention
-            stages' by ``num_heads``; ``dims[0]`` divisible by 4).
+        num_classes: Classifier outputs. 0 builds no head at all (as the official code), and
+            ``forward`` returns the pooled features.
+        dims: Widths of the four stages (``dims[0]`` divisible by 4; LSConv stages divisible by 8,
+            the attention stage by ``num_heads``).
         depths: Blocks per stage (0 allowed).
-        attn_stages: Stages whose odd blocks use attention instead of LSConv (default: the last).
-        large_kernel: LSConv perception kernel ``k_L``.
-        small_kernel: LSConv aggregation kernel ``k_S``.
-        ls_groups: LSConv ``G``.
-        num_heads: Attention heads.
-        ska_impl: LSConv SKA implementation (``"auto"``, ``"unfold"``, ``"taps"``).
-        drop_rate: Dropout before the classifier.
-        drop_path_rate: Stochastic depth, linearly increasing over blocks.
-        features_only: Drop the head; ``forward`` returns the stage maps of ``out_indices``.
-        out_indices: Stages returned when ``features_only``.
+        key_dim: Attention key width per head.
+        num_heads: Attention heads (the value width per head is ``dims[-1] / num_heads``).
+        img_size: Input size the attention biases are laid out for (224: a 4x4 last-stage map).
+        ska_impl: SKA implementation (``"auto"``, ``"unfold"``, ``"taps"``).
+        drop_rate: Dropout before the classifier (0 in the published model).
+        drop_path_rate: Stochastic depth of the residual branches, linear over blocks.
+        features_only: Drop the head; ``forward`` returns the maps of ``out_indices``.
+        out_indices: Levels returned with ``features_only``.
 
     Example:
         >>> model = LSNet(num_classes=10, dims=(16, 32, 48, 64), depths=(1, 2, 2, 2)).eval()
@@ -233,108 +454,112 @@ class LSNet(StemStagesMixin, nn.Module):
         num_classes: int = 1000,
         dims: Sequence[int] = (64, 128, 256, 384),
         depths: Sequence[int] = (0, 2, 8, 10),
-        attn_stages: Sequence[int] = (3,),
-        large_kernel: int = 7,
-        small_kernel: int = 3,
-        ls_groups: int = 8,
-        num_heads: int = 8,
+        key_dim: int = 16,
+        num_heads: int = 4,
+        img_size: int = 224,
         ska_impl: str = "auto",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
     ):
         super().__init__()
-        dims, depths = tuple(dims), tuple(depths)
-        if len(dims) != len(depths) or not dims:
-            raise ValueError(f"dims and depths must be non-empty and of equal length, got {dims} and {depths}")
-        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-            raise ValueError(f"dims must be positive ints, got {dims}")
-        if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in depths):
-            raise ValueError(f"depths must be non-negative ints, got {depths}")
+        depths, dims = check_depths_dims(depths, dims)
         if dims[0] % 4:
             raise ValueError(f"dims[0] must be divisible by 4 (stem widths dims[0]/4, dims[0]/2), got {dims[0]}")
         check_model_args(in_chans, num_classes, drop_path_rate)
         if ska_impl not in SKA_IMPLS:
             raise ValueError(f"ska_impl must be one of {SKA_IMPLS}, got {ska_impl!r}")
+        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+            raise ValueError(f"img_size must be a positive int, got {img_size!r}")
         n = len(dims)
-        attn = {i % n for i in attn_stages}
         for i, (dim, depth) in enumerate(zip(dims, depths)):
-            if depth > 1 and i not in attn and (dim % ls_groups or dim % 2):
-                raise ValueError(f"dims[{i}]={dim} must be even and divisible by ls_groups={ls_groups}")
-            if depth > 1 and i in attn and dim % num_heads:
+            if i == n - 1 and depth > 1 and dim % num_heads:
                 raise ValueError(f"dims[{i}]={dim} must be divisible by num_heads={num_heads}")
+            if i < n - 1 and depth > 1 and dim % 8:
+                raise ValueError(f"dims[{i}]={dim} must be divisible by 8 (LSConv shares kernels over 8 channels)")
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.features_only = features_only
+        self.in_chans = in_chans
+        self.dims = dims
 
         d0 = dims[0]
-        self.stem = nn.Sequential(
+        self.patch_embed = nn.Sequential(
             ConvBN(in_chans, d0 // 4, 3, 2), nn.ReLU(),
             ConvBN(d0 // 4, d0 // 2, 3, 2), nn.ReLU(),
             ConvBN(d0 // 2, d0, 3, 2),
         )
-        dp = torch.linspace(0, drop_path_rate, max(1, sum(depths))).tolist()
-        stages, entries, cursor, reduction = [], [], 0, 8
+        # the last stage's map side at img_size: stem /8, then a stride-2 pad-1 conv per stage
+        resolution = math.ceil(img_size / 8)
+        for _ in range(n - 1):
+            resolution = (resolution - 1) // 2 + 1
+        rates = linspace_rates(drop_path_rate, sum(depths))
+        entries, cursor, reduction = [], 0, 8
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             layers: list[nn.Module] = []
             if i > 0:
-                layers.append(_downsample(dims[i - 1], dim))
+                layers += [ConvBN(dims[i - 1], dims[i - 1], 3, 2, groups=dims[i - 1]), ConvBN(dims[i - 1], dim, 1)]
                 reduction *= 2
-            for j in range(depth):
-                kind = "repdw" if j % 2 == 0 else ("attention" if i in attn else "lsconv")
-                layers.append(
-                    LSNetBlock(dim, kind, dp[cursor + j], large_kernel, small_kernel, ls_groups, num_heads, ska_impl)
-                )
+            for d in range(depth):
+                kind = "repdw" if d % 2 == 0 else ("attention" if i == n - 1 else "lsconv")
+                layers.append(LSNetBlock(dim, kind, rates[cursor + d], key_dim, num_heads, resolution, ska_impl))
             cursor += depth
-            stages.append(nn.Sequential(*layers))
-            entries.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            stage = nn.Sequential(*layers)
+            stage.grad_checkpointing = False
+            self.add_module(f"blocks{i + 1}", stage)
+            entries.append(dict(num_chs=dim, reduction=reduction, module=f"blocks{i + 1}"))
+        self.num_stages = n
         self.num_features = self.head_hidden_size = dims[-1]
-        self.feature_info = FeatureInfo(entries, out_indices if features_only else None)
+        self.feature_info = FeatureInfo(entries)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head: nn.Module | None = LSNetHead(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         if features_only:
-            self.head_norm = None
-            self.head_drop = None
-            self.head = None
-        else:
-            self.head_norm = nn.BatchNorm1d(dims[-1])
-            self.head_drop = nn.Dropout(drop_rate)
-            self.head = self._make_classifier(num_classes)
+            self.as_features(out_indices)
 
-    def _make_classifier(self, num_classes: int) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        fc = nn.Linear(self.num_features, num_classes)
-        nn.init.trunc_normal_(fc.weight, std=0.02)
-        nn.init.zeros_(fc.bias)
-        return fc
+    # ---- hooks of the timm contract (TimmModelMixin) ---------------------------------------
+    def _stem(self) -> nn.Sequential:
+        return self.patch_embed
 
-    # ---- hooks of the timm model API (StemStagesMixin) -------------------------------------
+    def _stem_level_specs(self) -> list[StemLevel]:
+        d0 = self.dims[0]
+        return [StemLevel(d0 // 4, 2, "patch_embed.1", 2), StemLevel(d0 // 2, 4, "patch_embed.3", 4)]
+
+    def _run_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        stage = getattr(self, f"blocks{i + 1}")
+        return run_blocks(stage, x, stage.grad_checkpointing)
+
+    def _downsample_convs(self) -> dict[int, nn.Module]:
+        return {i: getattr(self, f"blocks{i + 1}")[0].c for i in range(1, self.num_stages)}
+
+    def _prune_stages(self, n: int) -> None:
+        for i in range(n, self.num_stages):
+            setattr(self, f"blocks{i + 1}", nn.Sequential())
+
     def _classifier(self) -> nn.Module:
-        return self.head
+        return self.head.l if isinstance(self.head, LSNetHead) else self.head
 
     def _reset_head(self, num_classes: int) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        self.num_classes = num_classes
-        ref = self.head_norm.weight
-        self.head = self._make_classifier(num_classes).to(device=ref.device, dtype=ref.dtype)
+        if isinstance(self.head, LSNetHead):
+            # keep the trained BN: pre-logits stay BN(pool(x)) as in the official head
+            self.head.l = LSNetHead._linear(self.num_features, num_classes).to(self.head.bn.weight)
+        elif num_classes > 0:
+            ref = self.patch_embed[0].c.weight
+            self.head = LSNetHead(self.num_features, num_classes).to(device=ref.device, dtype=ref.dtype)
 
-    def _intermediate_indices(self, indices: int | Sequence[int] | None) -> list[int]:
-        # LSNet returns each selected stage once, in stage order
-        return sorted(set(select_indices(indices, len(self.stages))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.head is None:
-            raise RuntimeError("model was built with features_only=True and has no head")
-        x = self.head_drop(self.head_norm(x.mean(dim=(2, 3))))
-        return x if pre_logits else self.head(x)
+    def _forward_head(self, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        x = global_pool_nd(x, self.global_pool)
+        if not isinstance(self.head, LSNetHead):
+            return x
+        x = self.head_drop(self.head.norm(x))
+        if pre_logits:
+            return x
+        return self.head.l(x) if x.dim() == 2 else self.head.l(x.movedim(1, -1)).movedim(-1, 1)
 
     def reparameterize(self) -> None:
-        """Fold every ConvBN / RepDW / LSConv in place (eval-mode equivalence; idempotent)."""
-        targets = [m for m in self.modules() if m is not self and hasattr(m, "reparameterize")]
-        for m in targets:
-            m.reparameterize()
+        """Fold every Conv-BN / RepVGGDW and the head BN in place (eval-mode equivalence; idempotent)."""
+        for m in list(self.modules()):
+            if m is not self and hasattr(m, "reparameterize"):
+                m.reparameterize()
 
 
 _CONFIGS = {
@@ -348,30 +573,38 @@ def _variant(name: str):
     default_dims, default_depths = _CONFIGS[name]
 
     def entry(
+        pretrained: bool = False,
         num_classes: int = 1000,
         in_chans: int = 3,
         dims: Sequence[int] = default_dims,
         depths: Sequence[int] = default_depths,
-        attn_stages: Sequence[int] = (3,),
-        large_kernel: int = 7,
-        small_kernel: int = 3,
-        ls_groups: int = 8,
-        num_heads: int = 8,
+        key_dim: int = 16,
+        num_heads: int = 4,
+        img_size: int = 224,
         ska_impl: str = "auto",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
+        stem_features: bool | int = False,
+        global_pool: str | None = None,
+        pretrained_cfg: dict | str | None = None,
     ) -> LSNet:
-        return LSNet(
-            in_chans=in_chans, num_classes=num_classes, dims=dims, depths=depths, attn_stages=attn_stages,
-            large_kernel=large_kernel, small_kernel=small_kernel, ls_groups=ls_groups, num_heads=num_heads,
-            ska_impl=ska_impl, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-            features_only=features_only, out_indices=out_indices,
+        return build_model(
+            LSNet, name, pretrained=pretrained, pretrained_cfg=pretrained_cfg, features_only=features_only,
+            out_indices=out_indices, stem_features=stem_features, global_pool=global_pool,
+            in_chans=in_chans, num_classes=num_classes, dims=dims, depths=depths, key_dim=key_dim,
+            num_heads=num_heads, img_size=img_size, ska_impl=ska_impl, drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
         )
 
     entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = f"LSNet {name.split('_')[1].upper()}: dims {default_dims}, depths {default_depths}."
+    entry.__doc__ = (
+        f"LSNet-{name.split('_')[1].upper()} as published: dims {default_dims}, depths {default_depths}. "
+        "``stem_features=True`` adds the stem's stride-2 map as level 0; ``stem_features=2`` also its stride-4 map."
+    )
+    register_cfg(name, model_cfg(first_conv="patch_embed.0.c", classifier="head.l", pool_size=(4, 4),
+                                 license="mit", paper_ids="arXiv:2503.23135"))
     return register_model(entry)
 
 

@@ -121,6 +121,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
         >>> import largekernel
         >>> model = largekernel.create_model("unireplknet_a", num_classes=10)
     """
+    if isinstance(name, str) and name.startswith("local-dir:"):  # config.json + model.safetensors
+        from largekernel.deploy.local_dir import load_local_dir
+
+        return load_local_dir(name[len("local-dir:"):], **kwargs)
     fn = model_entrypoint(name)
     signature = inspect.signature(fn)
     accepts_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())

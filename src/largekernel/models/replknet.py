@@ -13,7 +13,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from largekernel.models.base import IndexedStagesMixin, linear_head_like, linspace_rates, reject_pretrained, run_blocks
+from largekernel.models.base import (
+    IndexedStagesMixin,
+    StemLevel,
+    apply_channelwise,
+    global_pool_nd,
+    linear_head_like,
+    linspace_rates,
+    run_blocks,
+)
+from largekernel.models.builder import build_model, model_cfg, register_cfg
 from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.layers import DropPath
@@ -145,7 +154,7 @@ class RepLKNet(IndexedStagesMixin, nn.Module):
         drop_path_rate: float = 0.0,
         deploy: bool = False,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
     ):
         super().__init__()
         large_kernel_sizes, layers, channels = tuple(large_kernel_sizes), tuple(layers), tuple(channels)
@@ -165,7 +174,7 @@ class RepLKNet(IndexedStagesMixin, nn.Module):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
         self.num_stages = n
         self.num_classes = num_classes
-        self.num_features = channels[-1]
+        self.num_features = self.head_hidden_size = channels[-1]
         base = channels[0]
         self.stem = nn.ModuleList([
             ConvBNReLU(in_chans, base, 3, 2, 1),
@@ -186,53 +195,44 @@ class RepLKNet(IndexedStagesMixin, nn.Module):
                     ConvBNReLU(channels[i], channels[i + 1], 1, 1, 0),
                     ConvBNReLU(channels[i + 1], channels[i + 1], 3, 2, 1, groups=channels[i + 1]),
                 ))
-        self._feature_info = FeatureInfo(
+        self.feature_info = FeatureInfo(
             [dict(num_chs=channels[i], reduction=4 * 2**i, module=f"stages.{i}") for i in range(n)]
         )
-        self.features_only = features_only
+        self.norm = nn.BatchNorm2d(channels[-1])
+        self.head = nn.Linear(channels[-1], num_classes) if num_classes > 0 else nn.Identity()
         if features_only:
-            self.feature_info = self._feature_info.select(out_indices)
-            self.out_indices = self.feature_info.out_indices
-            self.norm = None
-            self.head = None
-        else:
-            self.feature_info = self._feature_info
-            self.out_indices = tuple(range(n))
-            self.norm = nn.BatchNorm2d(channels[-1])
-            self.head = nn.Linear(channels[-1], num_classes) if num_classes > 0 else nn.Identity()
+            self.as_features(out_indices)
 
-    # ----- timm contract -------------------------------------------------------------------
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (torch.utils.checkpoint) to save memory."""
-        for stage in self.stages:
-            stage.grad_checkpointing = bool(enable)
+    # ----- hooks of the timm contract (largekernel.models.base.TimmModelMixin) ---------------
+    def _stem(self) -> nn.Sequential:
+        return nn.Sequential(*self.stem)  # a view: the official keys stay stem.0..3
 
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names that should not be weight-decayed (norms and biases)."""
-        return {name for name, p in self.named_parameters() if p.ndim <= 1}
+    def _stem_level_specs(self) -> list[StemLevel]:
+        return [StemLevel(self.stem[0].conv.out_channels, 2, "stem.0", 1)]
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh ``num_classes`` linear layer (0 = identity)."""
-        if self.features_only:
-            raise RuntimeError("reset_classifier is not available with features_only=True")
-        self.num_classes = num_classes
-        ref = self.norm.weight
-        self.head = linear_head_like(self.num_features, num_classes, ref)
+    def _downsample_convs(self) -> dict[int, nn.Module]:
+        return {i + 1: t[1].conv for i, t in enumerate(self.transitions)}
+
+    def _drop_head(self) -> None:
+        self.norm = None
+        self.head = None
+
+    def _prune_stages(self, n: int) -> None:
+        self.stages = self.stages[:n]
+        self.transitions = self.transitions[: max(0, n - 1)]
+
+    def _reset_head(self, num_classes: int) -> None:
+        self.head = linear_head_like(self.num_features, num_classes, self.norm.weight)
 
     def _run_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        if i == 0:
-            for layer in self.stem:
-                x = layer(x)
-        else:
+        if i > 0:
             x = self.transitions[i - 1](x)
         return self.stages[i](x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """BN -> global average pool -> Linear (skipped with ``pre_logits``)."""
-        if self.features_only:
-            raise RuntimeError("the model was built with features_only=True and has no head")
-        x = self.norm(x).mean(dim=(-2, -1))
-        return x if pre_logits else self.head(x)
+    def _forward_head(self, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        """BN -> global pool (``global_pool``) -> Linear (skipped with ``pre_logits``)."""
+        x = global_pool_nd(self.norm(x), self.global_pool)
+        return x if pre_logits else apply_channelwise(self.head, x)
 
 
 def _make_entrypoint(variant: str):
@@ -251,10 +251,15 @@ def _make_entrypoint(variant: str):
         drop_path_rate: float = 0.0,
         deploy: bool = False,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
+        stem_features: bool | int = False,
+        global_pool: str | None = None,
+        pretrained_cfg: dict | str | None = None,
     ) -> RepLKNet:
-        reject_pretrained(pretrained)
-        return RepLKNet(
+        return build_model(
+            RepLKNet, f"replknet_{variant}", pretrained=pretrained, pretrained_cfg=pretrained_cfg,
+            features_only=features_only, out_indices=out_indices, stem_features=stem_features,
+            global_pool=global_pool,
             large_kernel_sizes=cfg["large_kernel_sizes"] if large_kernel_sizes is None else large_kernel_sizes,
             layers=cfg["layers"] if layers is None else layers,
             channels=cfg["channels"] if channels is None else channels,
@@ -265,12 +270,12 @@ def _make_entrypoint(variant: str):
             num_classes=num_classes,
             drop_path_rate=drop_path_rate,
             deploy=deploy,
-            features_only=features_only,
-            out_indices=out_indices,
         )
 
     entrypoint.__name__ = entrypoint.__qualname__ = f"replknet_{variant}"
     entrypoint.__doc__ = f"RepLKNet-{variant.upper()}: {cfg}."
+    register_cfg(entrypoint.__name__, model_cfg(first_conv="stem.0.conv", classifier="head", license="mit",
+                                                paper_ids="arXiv:2203.06717"))
     return register_model(entrypoint)
 
 

@@ -5,8 +5,11 @@ residual blocks follow, each ``x + DropPath(mixer(LN(x)))`` then ``x + DropPath(
 where the mixer is ``SGConv -> GELU -> Dropout -> Linear`` (:class:`~largekernel.nn.sgconv.SGConvBlock`)
 or the same with :class:`~largekernel.nn.long_conv.LongConv`. A final LayerNorm, pooling over
 time (``avg``, ``max`` or ``last`` step; ``last`` suits causal models) and a linear head
-follow. The timm model interface is kept: ``forward_features``, ``forward_head(pre_logits=)``,
-``get_classifier``, ``reset_classifier``, ``forward_intermediates``.
+follow. timm's whole model contract is kept (:class:`~largekernel.models.base.TimmModelMixin`):
+the feature levels are the blocks' outputs ``(N, dim, L)`` (reduction 1), so ``features_only``,
+``forward_intermediates``, ``prune_intermediate_layers``, ``set_grad_checkpointing`` and
+``no_weight_decay`` work as for the image models; ``global_pool`` is ``avg``, ``max``, ``last`` or
+``""`` (per-step outputs).
 
 Registered: ``sgconv_seq_tiny``, ``sgconv_seq_small``, ``longconv_seq_tiny``.
 """
@@ -17,8 +20,11 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from largekernel.models.base import linear_head_like
+from largekernel.models.base import TimmModelMixin, apply_channelwise, linear_head_like
+from largekernel.models.builder import build_model, model_cfg, register_cfg
+from largekernel.models.features import FeatureInfo
 from largekernel.models.registry import register_model
 from largekernel.nn.layers import DropPath
 from largekernel.nn.long_conv import LongConv
@@ -27,7 +33,7 @@ from largekernel.nn.sgconv import SGConvBlock
 __all__ = ["SequenceClassifier", "SequenceBlock", "sgconv_seq_tiny", "sgconv_seq_small", "longconv_seq_tiny"]
 
 _MIXERS = ("sgconv", "longconv")
-_POOLS = ("avg", "max", "last")
+_POOLS = ("avg", "max", "last", "")
 
 
 class _LongConvMixer(nn.Module):
@@ -118,7 +124,7 @@ class SequenceBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
-class SequenceClassifier(nn.Module):
+class SequenceClassifier(TimmModelMixin, nn.Module):
     """Classifier for ``(N, in_chans, L)`` sequences made of global-convolution blocks.
 
     Args:
@@ -136,7 +142,7 @@ class SequenceClassifier(nn.Module):
         dropout: Dropout inside the blocks.
         drop_rate: Dropout before the head.
         drop_path_rate: Stochastic depth, linearly increasing over the blocks.
-        global_pool: ``"avg"``, ``"max"`` or ``"last"`` (last time step).
+        global_pool: ``"avg"``, ``"max"``, ``"last"`` (last time step) or ``""`` (no pooling).
         mode: Conv execution path.
         device: Parameter device.
         dtype: Parameter dtype.
@@ -203,71 +209,49 @@ class SequenceClassifier(nn.Module):
         self.norm = nn.LayerNorm(dim, **factory)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dim, num_classes, **factory) if num_classes > 0 else nn.Identity()
+        self.feature_info = FeatureInfo([dict(num_chs=dim, reduction=1, module=f"blocks.{i}") for i in range(depth)])
 
-    def get_classifier(self) -> nn.Module:
-        """The final classification layer."""
-        return self.head
+    pool_types = _POOLS
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head (``num_classes=0`` removes it); optionally change the pooling."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        if global_pool is not None:
-            if global_pool not in _POOLS:
-                raise ValueError(f"global_pool must be one of {_POOLS}, got {global_pool!r}")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        ref = self.norm.weight
-        self.head = linear_head_like(self.num_features, num_classes, ref)
-
+    # ---- hooks of the timm contract (TimmModelMixin); the trunk is (N, L, dim) tokens -------
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.in_chans:
             raise ValueError(f"input must be (N, {self.in_chans}, L), got {tuple(x.shape)}")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, L) -> (N, dim, L)`` normalised features before pooling."""
-        self._check_input(x)
-        x = self.stem(x.transpose(1, 2))
-        for block in self.blocks:
+    def _run_level(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if i == 0:
+            self._check_input(x)
+            x = self.stem(x.transpose(1, 2))
+        block = self.blocks[i]
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, use_reentrant=False)
+        else:
             x = block(x)
+        return x, x.transpose(1, 2)
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, L, dim)`` tokens -> normalised ``(N, dim, L)`` features."""
         return self.norm(x).transpose(1, 2)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Outputs ``(N, dim, L)`` of the selected blocks (``int n``: the last ``n``; ``None``: all)."""
-        self._check_input(x)
-        depth = len(self.blocks)
-        if indices is None:
-            wanted = set(range(depth))
-        elif isinstance(indices, int):
-            if not 1 <= indices <= depth:
-                raise ValueError(f"indices must be in [1, {depth}] when an int, got {indices}")
-            wanted = set(range(depth - indices, depth))
-        else:
-            wanted = {i % depth if -depth <= i < depth else i for i in indices}
-            bad = [i for i in wanted if not 0 <= i < depth]
-            if bad:
-                raise ValueError(f"indices out of range for depth {depth}: {bad}")
-        outs = []
-        x = self.stem(x.transpose(1, 2))
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in wanted:
-                outs.append(x.transpose(1, 2))
-        return outs
+    def _norm_last(self, feat: torch.Tensor) -> torch.Tensor:
+        return apply_channelwise(self.norm, feat)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool ``(N, dim, L)`` features over time and apply the head (unless ``pre_logits``)."""
+    def _prune_stages(self, n: int) -> None:
+        self.blocks = self.blocks[:n]
+
+    def _reset_head(self, num_classes: int) -> None:
+        self.head = linear_head_like(self.num_features, num_classes, self.norm.weight)
+
+    def _forward_head(self, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        """Pool ``(N, dim, L)`` features over time (``global_pool``) and apply the head."""
         if self.global_pool == "avg":
             x = x.mean(dim=-1)
         elif self.global_pool == "max":
             x = x.amax(dim=-1)
-        else:
+        elif self.global_pool == "last":
             x = x[..., -1]
         x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return x if pre_logits else apply_channelwise(self.head, x)
 
 
 def _sgconv_variant(
@@ -292,16 +276,29 @@ def _sgconv_variant(
         drop_path_rate: float = default_drop_path_rate,
         global_pool: str = "avg",
         mode: str = "auto",
+        pretrained: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        pretrained_cfg: dict | str | None = None,
     ) -> SequenceClassifier:
-        return SequenceClassifier(
-            num_classes, in_chans, seq_len, depth, dim, "sgconv", kernel_dim, alpha, bidirectional,
-            mlp_ratio=mlp_ratio, dropout=dropout, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-            global_pool=global_pool, mode=mode,
+        return build_model(
+            SequenceClassifier, name, pretrained=pretrained, pretrained_cfg=pretrained_cfg,
+            features_only=features_only, out_indices=out_indices,
+            num_classes=num_classes, in_chans=in_chans, seq_len=seq_len, depth=depth, dim=dim, mixer="sgconv",
+            kernel_dim=kernel_dim, alpha=alpha, bidirectional=bidirectional, mlp_ratio=mlp_ratio, dropout=dropout,
+            drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool, mode=mode,
         )
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = doc
+    register_cfg(name, _seq_cfg(seq_len))
     return register_model(entry)
+
+
+def _seq_cfg(seq_len: int) -> dict:
+    # sequences are taken as given: zero mean / unit scale, one channel
+    return model_cfg(num_classes=10, input_size=(1, seq_len), pool_size=None, crop_pct=1.0, interpolation=None,
+                     mean=(0.0,), std=(1.0,), first_conv="stem", classifier="head")
 
 
 sgconv_seq_tiny = _sgconv_variant(
@@ -329,10 +326,19 @@ def longconv_seq_tiny(
     drop_path_rate: float = 0.0,
     global_pool: str = "avg",
     mode: str = "auto",
+    pretrained: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    pretrained_cfg: dict | str | None = None,
 ) -> SequenceClassifier:
     """LongConv (one weight per lag + squash) sequence classifier, 4 blocks of width 64."""
-    return SequenceClassifier(
-        num_classes, in_chans, seq_len, depth, dim, "longconv",
+    return build_model(
+        SequenceClassifier, "longconv_seq_tiny", pretrained=pretrained, pretrained_cfg=pretrained_cfg,
+        features_only=features_only, out_indices=out_indices,
+        num_classes=num_classes, in_chans=in_chans, seq_len=seq_len, depth=depth, dim=dim, mixer="longconv",
         bidirectional=bidirectional, squash_lambda=squash_lambda, mlp_ratio=mlp_ratio, dropout=dropout,
         drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool, mode=mode,
     )
+
+
+register_cfg("longconv_seq_tiny", _seq_cfg(1024))

@@ -43,7 +43,8 @@ def engine_can_help(conv: nn.Module) -> bool:
 
 
 def accelerate(
-    model: nn.Module, *, inplace: bool = True, min_kernel_size: int = 1, only_helpful: bool = True
+    model: nn.Module, *, inplace: bool = True, min_kernel_size: int = 1, only_helpful: bool = True,
+    compile: bool = False,  # noqa: A002 - mirrors torch.compile's name
 ) -> nn.Module:
     """Make every ``nn.Conv1d/2d/3d`` in ``model`` that the engine can speed up run on the engine.
 
@@ -62,9 +63,16 @@ def accelerate(
         only_helpful: leave convolutions the engine would always hand to PyTorch unchanged
             (see :func:`engine_can_help`): 1x1 and small dense convs, 3x3 depthwise. They would
             compute the same values either way; converting them only costs dispatch time.
+        compile: opt-in; also return ``torch.compile(model)`` with the engine kept inside the
+            compiled graph as the opaque ``largekernel::conv`` operator
+            (:func:`largekernel.ops.custom_op.set_compile_engine` is switched on, process-wide),
+            so inductor fuses BatchNorm/GELU/LayerNorm/permutes around the engine's convolutions.
+            The first call compiles (tens of seconds on a CPU, again for new input shapes);
+            ``torch.export``/ONNX of the model still see standard aten convolutions.
 
     Returns:
-        The converted model (``model`` itself when ``inplace``).
+        The converted model (``model`` itself when ``inplace``), or its ``torch.compile`` wrapper
+        when ``compile`` (the converted module is its ``_orig_mod``).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
@@ -80,6 +88,8 @@ def accelerate(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(min_kernel_size, bool) or not isinstance(min_kernel_size, int) or min_kernel_size < 1:
         raise ValueError(f"min_kernel_size must be a positive int, got {min_kernel_size!r}")
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be a bool, got {type(compile).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
     converted = skipped = 0
@@ -98,6 +108,13 @@ def accelerate(
         module.__class__ = target
         converted += 1
     logger.info("accelerate: converted %d convolution(s), left %d foreign subclass(es)", converted, skipped)
+    if compile:
+        import torch  # noqa: PLC0415
+
+        from largekernel.ops.custom_op import set_compile_engine  # noqa: PLC0415
+
+        set_compile_engine(True)
+        return torch.compile(model)
     return model
 
 

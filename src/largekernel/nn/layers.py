@@ -68,7 +68,7 @@ class LayerNorm2d(nn.LayerNorm):
         # move channels last, use the fused layer_norm kernel, move back
         x = torch.movedim(x, 1, -1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return torch.movedim(x, -1, 1)
+        return torch.movedim(x, x.dim() - 1, 1)  # explicit dim: the TorchScript ONNX exporter mis-writes -1
 
 
 class GRN(nn.Module):

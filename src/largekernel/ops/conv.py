@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from largekernel.ops import custom_op as _custom_op
 from largekernel.ops import native
 from largekernel.ops.autograd import EngineConvFunction, run_forward
 from largekernel.ops.cropping import crop_unreachable_taps
@@ -130,6 +131,8 @@ def conv(
         torch.Size([2, 8, 32, 32])
     """
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        if _custom_op.use_custom_op():  # opt-in: torch.compile keeps the engine as an opaque op
+            return _custom_op.compiled_conv(x, weight, bias, stride, padding, dilation, groups)
         # tracing/ONNX export/torch.compile need a plain aten graph, not a Python autograd.Function
         return _CONV_BY_DIM[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
     key = _fast_key(x, weight, bias, stride, padding, dilation, groups)

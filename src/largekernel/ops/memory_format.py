@@ -67,7 +67,7 @@ def _probe(nd: int, dtype: torch.dtype, device: torch.device, x_cl: bool, w_cl: 
         x = x.contiguous(memory_format=_CL[x.dim()])
     if w_cl and not depthwise:
         w = w.contiguous(memory_format=_CL[w.dim()])
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+    with torch.no_grad(), torch.autocast("cpu" if device.type == "meta" else device.type, enabled=False):
         y = _CONV[nd](x, w, None, 1, 0, 1, 2 if depthwise else 1)
     return _CL[y.dim()] if (not y.is_contiguous() and y.is_contiguous(memory_format=_CL[y.dim()])) else (
         torch.contiguous_format

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from largekernel.utils.atomic import atomic_write
+from largekernel.errors import CheckpointError, CheckpointNotFoundError
+from largekernel.utils.atomic import atomic_write, remove_orphan_temp_files
 
 __all__ = [
     "atomic_write",
@@ -29,6 +30,7 @@ __all__ = [
     "load_training_checkpoint",
     "capture_rng_state",
     "restore_rng_state",
+    "remove_orphans",
     "CHECKPOINT_DIR",
 ]
 
@@ -111,15 +113,26 @@ def save_training_checkpoint(state: dict[str, Any], run_dir: str | Path, step: i
     return path
 
 
+def remove_orphans(run_dir: str | Path) -> list[Path]:
+    """Delete temporary files that killed writers left in ``run_dir`` and its checkpoint directory."""
+    run_dir = Path(run_dir)
+    return remove_orphan_temp_files(run_dir) + remove_orphan_temp_files(run_dir / CHECKPOINT_DIR)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The checkpoint named by ``latest`` (or, if that is missing, the highest step file)."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     pointer = directory / _LATEST
     if pointer.is_file():
-        candidate = directory / pointer.read_text().strip()
-        if candidate.is_file():
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            name = ""
+        # the pointer may only name a step file in this directory (never a path elsewhere)
+        candidate = directory / name if _STEP_RE.match(name) else None
+        if candidate is not None and candidate.is_file():
             return candidate
-        log.warning("checkpoint pointer %s names a missing file; using the newest step file", pointer)
+        log.warning("checkpoint pointer %s does not name an existing step file; using the newest one", pointer)
     files = _step_files(directory)
     return files[-1][1] if files else None
 
@@ -128,17 +141,40 @@ def load_training_checkpoint(path: str | Path, map_location: str | torch.device 
     """Load a training checkpoint with ``weights_only=True``.
 
     Raises:
-        FileNotFoundError: No such file.
-        ValueError: The file is not a readable training checkpoint.
+        CheckpointNotFoundError: No such file (also a ``FileNotFoundError``).
+        CheckpointError: The file is not a readable training checkpoint (also a ``ValueError``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt, truncated or containing disallowed objects
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path} is not a largekernel training checkpoint (no 'model'/'config' entries)")
+        raise CheckpointError(f"{path} is not a largekernel training checkpoint (no 'model'/'config' entries)")
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise CheckpointError(f"{path}: entry 'model' must map parameter names to tensors")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path}: entry 'config' must be a mapping, got {type(state['config']).__name__}")
+    _check_entries(state, path)
     return state
+
+
+def _check_entries(state: dict, path: Path) -> None:
+    """The entries evaluate/predict/info read, checked against the schema (errors name the key)."""
+    from largekernel.config_schema import DataInfo, ModelConfig, validate_model
+    from largekernel.errors import ConfigError
+
+    for key, schema in (("model_config", ModelConfig), ("data_info", DataInfo)):
+        if state.get(key) is None:
+            continue
+        try:
+            validate_model(schema, state[key])
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: invalid entry {key!r}: {err}") from None
+    ema = state.get("ema")
+    if ema is not None and not (isinstance(ema, dict) and isinstance(ema.get("model"), dict)
+                                and all(isinstance(v, torch.Tensor) for v in ema["model"].values())):
+        raise CheckpointError(f"{path}: entry 'ema' must hold a 'model' mapping of tensors")

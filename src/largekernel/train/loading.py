@@ -108,11 +108,8 @@ def load_trained_model(path: str | Path, *, use_ema: bool | None = None,
     if _is_safetensors(path):
         from largekernel.checkpoint import CheckpointError, create_model_from
 
+        model = create_model_from(path)  # validates model.json first; CheckpointError is a ValueError
         doc = read_deploy_metadata(path)
-        try:
-            model = create_model_from(path)
-        except CheckpointError as err:
-            raise ValueError(str(err)) from None
         data_info = (doc.get("metadata") or {}).get("data")
         config = {"name": doc.get("name"), "kwargs": doc.get("kwargs", {})}
         kind = "deploy" if doc.get("form") == "deploy" else "train"
@@ -124,7 +121,10 @@ def load_trained_model(path: str | Path, *, use_ema: bool | None = None,
     config = state.get("model_config") or {}
     if not config.get("name"):
         raise ValueError(f"{path} does not record which model it holds (no model_config)")
-    model = create_model(config["name"], **dict(config.get("kwargs", {})))
+    from largekernel.checkpoint import build_model_checked, load_checkpoint
+
+    model = build_model_checked(config["name"], config.get("kwargs"), source=path,
+                                shapes={k: tuple(v.shape) for k, v in state["model"].items()})
     weights = state["model"]
     ema = state.get("ema")
     if use_ema is None:
@@ -139,8 +139,5 @@ def load_trained_model(path: str | Path, *, use_ema: bool | None = None,
         if ema is None:
             raise ValueError(f"{path} has no EMA weights (the run was trained without ema)")
         weights = ema["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"weights in {path} do not fit {config['name']}: {str(err).splitlines()[0]}") from None
+    load_checkpoint(model, weights, source=path)  # CheckpointError naming each key and both shapes
     return LoadedModel(model.to(device).eval(), state.get("data_info"), path, "train", config)

@@ -15,7 +15,9 @@ import datetime as _dt
 import json
 import logging
 import math
+import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,6 +46,9 @@ from largekernel.train.metrics import ClassificationMeter
 from largekernel.train.mixup import Mixup, soft_target_cross_entropy
 from largekernel.train.optim import build_optimizer
 from largekernel.train.schedule import WarmupCosineSchedule
+from largekernel.train import testing_hooks
+from largekernel.errors import CheckpointError, OutputError
+from largekernel.utils.output import check_writable
 
 __all__ = ["Trainer", "TrainingInterrupted", "train", "evaluate_model", "resolve_device",
            "data_info_dict", "save_deploy_checkpoint", "DEPLOY_NAME", "TRAIN_CKPT_NAME"]
@@ -52,6 +57,9 @@ log = logging.getLogger(__name__)
 
 DEPLOY_NAME = "model.safetensors"
 TRAIN_CKPT_NAME = "train_checkpoint.pt"
+# every file a run writes in its output directory (checked for writability before it starts)
+_ARTEFACTS = (DEPLOY_NAME, "model.json", TRAIN_CKPT_NAME, "metrics.json", "metrics.jsonl", "config.yaml",
+              "curves.png", "confusion_matrix.png", "checkpoints/latest")
 FORMAT = "largekernel-train-v1"
 
 
@@ -226,7 +234,9 @@ class Trainer:
             out = Path("runs") / (cfg.name or f"{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-{stamp}")
             out = Path(broadcast_object(str(out)))  # all ranks must agree on one timestamp
         if self.dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            # fail now, not after an hour of training: every artefact must be writable
+            check_writable(out, files=_ARTEFACTS, dirs=(ckpt.CHECKPOINT_DIR,))
+            ckpt.remove_orphans(out)  # temporaries of a writer killed by SIGKILL
         return out
 
     def _build_data(self, train_set: Dataset | None, eval_set: Dataset | None, data_info: Any) -> None:
@@ -287,6 +297,10 @@ class Trainer:
         self.model_config = {"name": model_config["name"], "kwargs": dict(model_config["kwargs"])}
         if not hasattr(model, "largekernel_config"):
             model.largekernel_config = copy.deepcopy(self.model_config)
+        if getattr(cfg, "init_from", None):  # fine-tuning: pre-trained backbone, fresh head
+            from largekernel.pretrain.transfer import load_pretrained_encoder
+
+            load_pretrained_encoder(model, cfg.init_from)
         if cfg.grad_checkpointing:
             setter = getattr(model, "set_grad_checkpointing", None)
             if setter is None:
@@ -397,6 +411,7 @@ class Trainer:
                                                  keep=self.cfg.keep_checkpoints)
             log.debug("saved %s", path)
         barrier()
+        testing_hooks.after_checkpoint(self.step)  # no-op unless a test enabled it (see that module)
         return path
 
     def resume(self, path: str | Path | None = None) -> bool:
@@ -404,7 +419,12 @@ class Trainer:
         path = Path(path) if path is not None else ckpt.latest_checkpoint(self.out_dir)
         if path is None:
             return False
-        self.load_state_dict(ckpt.load_training_checkpoint(path, map_location=self.device))
+        state = ckpt.load_training_checkpoint(path, map_location=self.device)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, ValueError) as err:  # e.g. another model's weights
+            raise CheckpointError(f"cannot resume from {path}: {type(err).__name__}: "
+                                  f"{' '.join(str(err).split())[:600]}") from None
         log.info("resumed from %s (epoch %d, step %d/%d)", path, self.epoch, self.step, self.total_steps)
         return True
 
@@ -552,7 +572,41 @@ class Trainer:
 
         Raises:
             TrainingInterrupted: After SIGINT/SIGTERM (a checkpoint was saved first).
+            OutputError: An output file could not be written mid-run (disk full, permissions
+                changed, ...); the training state is saved to a rescue directory first when possible.
         """
+        try:
+            return self._fit()
+        except OSError as err:
+            if not self._is_output_error(err):
+                raise
+            raise self._output_failure(err) from None
+
+    def _is_output_error(self, err: OSError) -> bool:
+        if err.filename is None:
+            return True  # a write without a name (the atomic writer names its files)
+        try:
+            Path(err.filename).resolve().relative_to(self.out_dir.resolve())
+        except ValueError:
+            return False  # e.g. a data file that vanished: not ours to report as an output error
+        return True
+
+    def _output_failure(self, err: OSError) -> OutputError:
+        """Save the state elsewhere if possible and describe the failure in one line."""
+        target = err.filename or self.out_dir
+        message = f"cannot write {target}: {err.strerror or err}; training stopped at step {self.step}"
+        if self.dist.is_main:
+            rescue = Path(tempfile.gettempdir()) / "largekernel-rescue" / f"{self.out_dir.name}-{os.getpid()}"
+            try:
+                ckpt.save_training_checkpoint(self.state_dict(), rescue, self.step, keep=1)
+            except Exception as rescue_err:  # nothing more to try: say so
+                message += f"; saving the state to {rescue} failed too ({rescue_err})"
+            else:
+                message += (f"; the training state was saved to {rescue} (continue with "
+                            f"--output {rescue} --resume)")
+        return OutputError(message, path=target)
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.resume and not self.resume():
             raise FileNotFoundError(f"--resume: no checkpoint found in {self.out_dir / ckpt.CHECKPOINT_DIR}")
@@ -562,10 +616,10 @@ class Trainer:
                 "process(es), device %s, output %s", self.model_config["name"], self.num_params / 1e6,
                 self.data_info["spec"], self.total_steps, self.num_epochs, self.steps_per_epoch,
                 cfg.batch_size * cfg.accum_steps, self.dist.world_size, self.device, self.out_dir)
-            with open(self.out_dir / "config.yaml", "w", encoding="utf-8") as f:
-                import yaml
+            import yaml
 
-                yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+            text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            ckpt.atomic_write(self.out_dir / "config.yaml", lambda f: f.write(text.encode("utf-8")))
         with _SignalGuard() as guard:
             while self.step < self.total_steps and self.epoch < self.num_epochs:
                 self._train_epoch(guard)
@@ -612,8 +666,8 @@ class Trainer:
                 summary["deploy_checkpoint"] = str(out / DEPLOY_NAME)
             except ImportError as err:  # the checkpoint module is optional at this layer
                 log.warning("deploy checkpoint not written: %s", err)
-            with open(out / "metrics.json", "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2)
+            text = json.dumps(summary, indent=2)  # serialised first: a failure leaves no partial file
+            ckpt.atomic_write(out / "metrics.json", lambda f: f.write(text.encode("utf-8")))
             if cfg.plots:
                 from largekernel.train.plots import plot_confusion, plot_curves
 

@@ -1,0 +1,238 @@
+"""The pre-training loop: :class:`largekernel.train.Trainer` driving a :class:`MaskedImageModel`.
+
+Everything but the model, the loss and the artefacts is the classifier's training machinery:
+the data order, atomic checkpoints with RNG states (so a resumed run draws the same masks and
+ends bit-identical), SIGINT/SIGTERM handling, gradient accumulation, AMP, DDP, progress bars and
+JSON-lines logs. Labels are loaded with the images but never used.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from largekernel.pretrain.config import PretrainConfig
+from largekernel.pretrain.model import MaskedImageModel, check_pretrainable, create_backbone
+from largekernel.train import checkpointing as ckpt
+from largekernel.train.distributed import all_reduce_sum, barrier, sync_bn_stats
+from largekernel.train.logging_utils import format_table
+from largekernel.train.trainer import TRAIN_CKPT_NAME, Trainer, _autocast
+
+__all__ = ["PretrainTrainer", "pretrain", "ENCODER_NAME"]
+
+log = logging.getLogger(__name__)
+
+#: File name of the exported encoder (ordinary ``save_checkpoint`` format, ``features_only`` model).
+ENCODER_NAME = "encoder.safetensors"
+
+
+class PretrainTrainer(Trainer):
+    """Masked image pre-training of ``cfg.model`` on the images of ``cfg.data``.
+
+    Args:
+        cfg: A :class:`PretrainConfig`.
+        backbone: Optional pre-built ``features_only`` backbone (default: built from ``cfg``).
+        train_set, eval_set, data_info: As for :class:`~largekernel.train.Trainer`.
+
+    Example:
+        >>> from largekernel.pretrain import PretrainConfig, PretrainTrainer
+        >>> summary = PretrainTrainer(PretrainConfig(epochs=1)).fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: PretrainConfig, *, backbone: nn.Module | None = None, train_set: Dataset | None = None,
+                 eval_set: Dataset | None = None, data_info: Any = None) -> None:
+        if not isinstance(cfg, PretrainConfig):
+            raise TypeError(f"cfg must be a PretrainConfig, got {type(cfg).__name__}")
+        self._backbone = backbone
+        if backbone is None:
+            check_pretrainable(cfg.model, cfg.model_kwargs)  # before any data is loaded
+        super().__init__(cfg, train_set=train_set, eval_set=eval_set, data_info=data_info)
+
+    # ------------------------------------------------------------------ set-up
+    def _build_model(self, model: nn.Module | None, model_config: dict[str, Any] | None) -> None:
+        cfg = self.cfg
+        kwargs = dict(cfg.model_kwargs)
+        kwargs.setdefault("in_chans", self.data_info["in_chans"])
+        if cfg.drop_path_rate > 0:
+            kwargs["drop_path_rate"] = cfg.drop_path_rate
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
+        if self._backbone is not None:
+            backbone = self._backbone
+            config = getattr(backbone, "largekernel_config", None) or {"name": cfg.model, "kwargs": kwargs}
+        else:
+            backbone = create_backbone(cfg.model, kwargs)
+            config = {"name": cfg.model, "kwargs": dict(backbone.largekernel_config["kwargs"])}
+        self.model_config = {"name": config["name"], "kwargs": dict(config["kwargs"])}
+        if cfg.grad_checkpointing:
+            setter = getattr(backbone, "set_grad_checkpointing", None)
+            if setter is None:
+                raise ValueError(f"model {cfg.model!r} does not support grad_checkpointing")
+            setter(True)
+        if cfg.accelerate:
+            from largekernel.nn.acceleration import accelerate
+
+            accelerate(backbone)
+        mim = MaskedImageModel(backbone, in_chans=self.data_info["in_chans"], mask_ratio=cfg.mask_ratio,
+                               decoder_width=cfg.decoder_width, norm_pix_loss=cfg.norm_pix_loss)
+        size = self.data_info["image_size"]
+        mim.encoder.grid((size, size))  # fail now, not at the first batch, if the stride does not fit
+        mim.to(self.device)
+        self.raw_model = mim
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            mim = nn.parallel.DistributedDataParallel(mim, device_ids=ids)
+        self.model = mim
+        self.num_params = sum(p.numel() for p in self.raw_model.parameters())
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        # the masked image model's forward already returns its reconstruction loss; labels are unused
+        return logits
+
+    # -------------------------------------------------------------- evaluation
+    def _eval_masks(self, batch_index: int, x: torch.Tensor) -> torch.Tensor:
+        # a private generator: the same masks every epoch, and the global RNG is left alone
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + batch_index)
+        return self.raw_model.random_mask(x, generator=gen)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Mean masked-reconstruction loss on the evaluation split (fixed masks), all ranks together."""
+        mim = model if model is not None else self.raw_model
+        sync_bn_stats(mim)
+        was_training = mim.training
+        mim.eval()
+        total = torch.zeros(2, dtype=torch.float64)
+        for i, (x, _) in enumerate(self.eval_loader):
+            x = x.to(self.device)
+            with _autocast(self.device, self.cfg.amp):
+                loss = mim(x, self._eval_masks(i, x))
+            total += torch.tensor([float(loss) * x.shape[0], x.shape[0]], dtype=torch.float64)
+        if self.dist.enabled:
+            total = all_reduce_sum(total)
+        mim.train(was_training)
+        return {"loss": float(total[0] / max(total[1], 1.0)), "count": int(total[1])}
+
+    @torch.no_grad()
+    def save_reconstructions(self, path: str | Path) -> Path | None:
+        """PNG of masked input / reconstruction / target for the first ``recon_images`` eval images."""
+        from largekernel.pretrain.visualize import save_reconstruction_png
+
+        n = min(self.cfg.recon_images, len(self.eval_set))
+        if n == 0:
+            return None
+        x = torch.stack([self.eval_set[i][0] for i in range(n)]).to(self.device)
+        mim = self.raw_model
+        was_training = mim.training
+        mim.eval()
+        mask = self._eval_masks(0, x)
+        pred = mim.reconstruct(x, mask)
+        mim.train(was_training)
+        return save_reconstruction_png(path, x.cpu(), pred.cpu(), mask.cpu(), mean=self.data_info["mean"],
+                                       std=self.data_info["std"], norm_pix=self.cfg.norm_pix_loss,
+                                       title=f"epoch {self.epoch + 1}, mask ratio {self.cfg.mask_ratio:g}")
+
+    def _end_epoch(self) -> None:
+        cfg = self.cfg
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "train_loss": self.train_loss_sum / max(self.train_count, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        last = self.step >= self.total_steps or self.epoch + 1 >= self.num_epochs
+        if (self.epoch + 1) % cfg.eval_every == 0 or last:
+            record["eval_loss"] = self.evaluate()["loss"]
+            if self.dist.is_main and cfg.plots and cfg.recon_images:
+                self.save_reconstructions(self.out_dir / "reconstructions" / f"epoch_{self.epoch + 1:03d}.png")
+        self.history.append(record)
+        self.logger.log("epoch", **record)
+        if self.dist.is_main:
+            parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"loss {record['train_loss']:.4f}"]
+            if "eval_loss" in record:
+                parts.append(f"eval loss {record['eval_loss']:.4f}")
+            (log.debug if cfg.quiet else log.info)("  ".join(parts))
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.train_loss_sum = 0.0
+        self.train_count = 0
+        self.save()
+
+    # --------------------------------------------------------------- artefacts
+    def export_encoder(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Save the encoder as an ordinary ``features_only`` checkpoint (``save_checkpoint`` format).
+
+        The weights are copied into a freshly built dense backbone (strict load), so the file is
+        exactly what ``create_model(name, features_only=True, **kwargs)`` expects and
+        ``largekernel train --init-from`` reads.
+        """
+        from largekernel.checkpoint import save_checkpoint
+        from largekernel.models.registry import create_model
+
+        dense = create_model(self.model_config["name"], **self.model_config["kwargs"])
+        dense.load_state_dict(self.raw_model.encoder.backbone.state_dict(), strict=True)
+        return save_checkpoint(dense, path, metadata=metadata)
+
+    def _finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        final = self.evaluate()
+        summary: dict[str, Any] = {
+            "task": "masked-image-pretraining",
+            "model": self.model_config,
+            "data": self.data_info,
+            "params": self.num_params,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "world_size": self.dist.world_size,
+            "train_seconds": self.train_seconds,
+            "final": final,
+            "history": self.history,
+            "config": cfg.to_dict(),
+        }
+        rng_states = self._gather_rng()
+        if self.dist.is_main:
+            out = self.out_dir
+            ckpt.atomic_torch_save(self.state_dict(rng_states), out / TRAIN_CKPT_NAME)
+            meta = {"data": self.data_info, "pretrain": {"mask_ratio": cfg.mask_ratio, "steps": self.step,
+                                                          "eval_loss": final["loss"]}}
+            summary["encoder_checkpoint"] = str(self.export_encoder(out / ENCODER_NAME, meta))
+            with open(out / "metrics.json", "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2)
+            if cfg.plots:
+                from largekernel.train.plots import plot_curves
+
+                plot_curves(self.history, out / "curves.png")
+            rows = [
+                ("model", f"{self.model_config['name']} ({self.num_params / 1e6:.3f}M params with decoder)"),
+                ("data", f"{self.data_info['spec']} ({len(self.train_set)} unlabelled train images)"),
+                ("mask ratio", f"{cfg.mask_ratio:g} on a {self.raw_model.stride}-px patch grid"),
+                ("steps / epochs", f"{self.step} / {self.epoch}"),
+                ("train time", f"{self.train_seconds:.1f} s"),
+                (f"{cfg.eval_split} masked loss", f"{final['loss']:.4f}"),
+                ("encoder", summary["encoder_checkpoint"]),
+            ]
+            (log.debug if cfg.quiet else log.info)("%s", format_table(rows, "pre-training summary"))
+        self.logger.log("final", self.step, loss=final["loss"])
+        self.logger.close()
+        barrier()
+        return copy.deepcopy(summary)
+
+
+def pretrain(cfg: PretrainConfig, **kwargs: Any) -> dict[str, Any]:
+    """Build a :class:`PretrainTrainer` for ``cfg`` and run it; returns the summary dict.
+
+    Example:
+        >>> from largekernel.pretrain import PretrainConfig, pretrain
+        >>> summary = pretrain(PretrainConfig(epochs=1, output="runs/mim"))  # doctest: +SKIP
+    """
+    trainer = PretrainTrainer(cfg, **kwargs)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

@@ -1,0 +1,1 @@
+"""Task heads and training recipes built on largekernel backbones (``segmentation``)."""
