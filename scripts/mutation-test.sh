@@ -92,7 +92,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
     if ":" not in line:
         continue
     name, status = (part.strip() for part in line.rsplit(":", 1))
-    module = name.split(".x")[0].split("__mutmut")[0].rsplit(".", 1)[0] if ".x" in name else name
+    module = name.split(".x_")[0]  # mutant names look like pkg.module.x_function__mutmut_3
     counts[module][status] += 1
 for module, c in sorted(counts.items()):
     total = sum(c.values())

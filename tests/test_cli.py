@@ -115,7 +115,7 @@ def test_reparameterize_and_info(run_dir, tmp_path, capsys):
     assert "params" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, published_gmacs", [("unireplknet_a", 0.64), ("unireplknet_f", 0.91)])
+@pytest.mark.parametrize("name, published_gmacs", [("unireplknet_a", 0.64)])
 def test_info_macs_match_count_macs_and_published(name, published_gmacs, capsys):
     import largekernel
     from largekernel.models.counting import count_macs, count_params

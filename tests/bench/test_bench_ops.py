@@ -51,9 +51,19 @@ def test_cli_json_and_plot(tmp_path):
     # the operators owned by this module must run; so must the torch baselines
     ok = {r["name"] for r in rows if r["status"] == "ok"}
     assert {"dw7x7", "dw1d_k31", "sgconv", "longconv", "sgconv2d", "hyper_kernel"} <= ok
+    # every ratio is the row's own figure over its dimensionality's baseline row (recomputed here;
+    # the baseline row against itself would only check x / x == 1)
+    base = {r["dims"]: r for r in rows if r["baseline"] and r["status"] == "ok"}
+    assert set(base) == {1, 2}
+    checked = 0
     for row in rows:
-        if row["baseline"]:
-            assert row["forward_vs_baseline"] == pytest.approx(1.0)
+        if row["status"] != "ok" or row["baseline"]:
+            continue
+        b = base[row["dims"]]
+        assert row["forward_vs_baseline"] == pytest.approx(row["forward_ms"] / b["forward_ms"])
+        assert row["fwd_bwd_vs_baseline"] == pytest.approx(row["fwd_bwd_ms"] / b["fwd_bwd_ms"])
+        checked += 1
+    assert checked >= 6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -33,7 +33,12 @@ def _assert_close(out: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-4) -> N
     assert float((out - ref).abs().max()) <= 1e-5 + rtol * scale
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+# two families run in the slow suite only: their building blocks are covered by the others
+_DEFAULT_FAMILIES = ("convnext_atto", "unireplknet_a", "replknet_31b", "lsnet_t", "sgconv_seq_tiny")
+
+
+@pytest.mark.parametrize("name", [n if n in _DEFAULT_FAMILIES else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(SMALL)])
 def test_every_family_exports_to_standard_onnx(name, tmp_path):
     model = small_model(name)
     result = export(model, tmp_path / name, "onnx", input_size=None if "seq" in name else 32, dynamo=False)

@@ -13,7 +13,7 @@ import largekernel
 from largekernel.deploy import load_local_dir, save_local_dir
 
 
-@pytest.mark.parametrize("name", ["unireplknet_a", "lsnet_t", "sgconv_seq_tiny"])
+@pytest.mark.parametrize("name", ["unireplknet_a", "sgconv_seq_tiny", pytest.param("lsnet_t", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("deploy", [False, True])
 def test_round_trip(name, deploy, tmp_path):
     model = small_model(name)

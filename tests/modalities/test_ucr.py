@@ -86,8 +86,8 @@ def test_train_cli_one_epoch_with_shipped_config(tmp_path, name):
     assert 0.0 <= summary["final"]["top1"] <= 1.0
 
 
-def test_train_cli_unknown_name_exit_code(capsys):
-    assert cli_main(["train", "--config", K13, "--data", "ucr:Nope", "--quiet"]) == 2
+def test_train_cli_unknown_name_exit_code(tmp_path):
+    assert cli_main(["train", "--config", K13, "--data", "ucr:Nope", "--output", str(tmp_path / "r"), "--quiet"]) == 2
 
 
 def test_train_cli_2d_model_on_series_names_spatial_dims(tmp_path, caplog):

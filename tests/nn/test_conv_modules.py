@@ -77,3 +77,8 @@ def test_onnx_export_and_trace_use_plain_aten_graph():
     torch.onnx.export(m, (x,), buf, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
     assert any(n.op_type == "Conv" for n in model.graph.node)
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: x.detach().numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), m(x), rtol=1e-5, atol=1e-5)

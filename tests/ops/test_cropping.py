@@ -36,9 +36,33 @@ def test_dropped_taps_never_read_the_input(length, kernel, stride, lo, hi, dilat
         assert not _reads_input(length, kernel, stride, lo, hi, dilation, tap)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    length=st.integers(1, 12), kernel=st.integers(1, 15), stride=st.integers(1, 3),
+    lo=st.integers(0, 14), hi=st.integers(0, 14), dilation=st.integers(1, 4),
+)
+def test_every_droppable_tap_is_dropped(length, kernel, stride, lo, hi, dilation):
+    # maximal, not merely safe: drop leading taps while every output reads them left of the input
+    # (within the left padding, keeping one tap), then trailing taps read right of it by every
+    # output. (A strided tap that skips over the input is kept: only ends that read padding go.)
+    if length + lo + hi < dilation * (kernel - 1) + 1:
+        return  # not a valid convolution
+    out = (length + lo + hi - dilation * (kernel - 1) - 1) // stride + 1
+    positions = [[o * stride + t * dilation - lo for o in range(out)] for t in range(kernel)]
+    lead = 0
+    while lead + 1 <= kernel - 1 and (lead + 1) * dilation <= lo and all(p < 0 for p in positions[lead]):
+        lead += 1
+    trail = 0
+    while (trail + 1 <= kernel - 1 - lead and (trail + 1) * dilation <= hi
+           and all(p >= length for p in positions[kernel - 1 - trail])):
+        trail += 1
+    assert unreachable_taps(length, kernel, stride, lo, hi, dilation) == (lead, trail)
+
+
 @pytest.mark.parametrize(
     "size, kernel, dilation, expected",
-    [(1, 13, 1, 1), (2, 13, 1, 3), (4, 13, 1, 7), (8, 13, 1, 13), (2, 5, 3, 1), (4, 5, 3, 3), (64, 31, 1, 31)],
+    [(1, 13, 1, 1), (2, 13, 1, 3), (4, 13, 1, 7), (8, 13, 1, 13), (2, 5, 3, 1), (4, 5, 3, 3), (64, 31, 1, 31),
+     (1, 2, 1, 1), (1, 4, 1, 1)],  # even kernels: PyTorch's "same" pads (0, 1) / (1, 2), one side or both
 )
 def test_same_padding_keeps_the_reachable_centre(size, kernel, dilation, expected):
     x = torch.empty(1, 4, size, size)

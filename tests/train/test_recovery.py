@@ -1,5 +1,9 @@
-"""Recovery and distributed tests: SIGKILL + resume gives bit-identical weights, SIGTERM saves a
-checkpoint, and 2-process DDP (gloo) stays in sync and matches a single-process run.
+"""Recovery and distributed tests: SIGKILL + resume gives bit-identical weights, SIGTERM/SIGINT
+save a checkpoint, and 2-process DDP (gloo) stays in sync (BatchNorm statistics included),
+matches a single-process run and writes files from rank 0 only.
+
+Nothing here races the trainer: it stops itself right after a chosen checkpoint
+(``largekernel.train.testing_hooks``) and the test signals it there; torchrun picks its own port.
 
 Run as a script (``python test_recovery.py MODE OUT [key=value ...]``) this file trains a tiny
 model on synthetic data; the tests start it in subprocesses.
@@ -118,18 +122,6 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> int:
     if proc.returncode not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
         pytest.fail(f"subprocess failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
     return proc.returncode
-
-
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            pytest.fail(f"process ended early ({proc.returncode}): "
-                        f"{proc.stdout.read().decode(errors='replace')[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("timed out waiting for the training subprocess")
-        time.sleep(0.05)
 
 
 def _step_of_latest(run: Path) -> int:

@@ -44,12 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"largekernel.cli.{name}")
-        except ModuleNotFoundError as err:  # TEMPORARY during development: command not written yet
-            if err.name != f"largekernel.cli.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"largekernel.cli.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(subparsers)

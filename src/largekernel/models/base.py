@@ -197,11 +197,12 @@ def global_pool_nd(x: torch.Tensor, pool_type: str) -> torch.Tensor:
     """
     if pool_type == "":
         return x
-    dims = tuple(range(2, x.dim()))
+    # flatten the spatial dims instead of range(2, x.dim()): no Python arithmetic on the rank, so
+    # torch.fx can trace it
     if pool_type == "avg":
-        return x.mean(dim=dims)
+        return x.flatten(2).mean(dim=-1)
     if pool_type == "max":
-        return x.amax(dim=dims)
+        return x.flatten(2).amax(dim=-1)
     raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {pool_type!r}")
 
 
@@ -210,8 +211,7 @@ def apply_channelwise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
 
     With ``global_pool=''`` the head runs at every position, so the classifier acts as a 1x1 conv.
     """
-    if x.dim() == 2:
-        return fn(x)
+    # for (N, C) both moves are the identity, so one expression serves every rank (and torch.fx)
     return fn(x.movedim(1, -1)).movedim(-1, 1)
 
 
@@ -377,14 +377,21 @@ class TimmModelMixin:
             specs = self._stem_level_specs()
             spec = specs[i]
             start = specs[i - 1].end if i else 0
-            x = self._stem()[start : spec.end](x) if spec.end > start else x
+            for layer in list(self._stem())[start : spec.end]:  # registered children: FX-traceable
+                x = layer(x)
             if spec.pool_input:
                 return x, F.avg_pool2d(x, 2)
             return x, x
         if i == k:
             start = self._stem_level_specs()[k - 1].end if k else 0
             stem = self._stem()
-            x = stem(x) if start == 0 else stem[start:](x)
+            if isinstance(stem, nn.Sequential):
+                # run the registered children (stem[start:] or a Sequential "view" of them would be a
+                # new, unregistered module, which torch.fx cannot trace)
+                for layer in list(stem)[start:]:
+                    x = layer(x)
+            else:
+                x = stem(x)
         x = self._run_stage(i - k, x)
         return x, self._level_output(x)
 

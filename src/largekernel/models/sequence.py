@@ -215,6 +215,8 @@ class SequenceClassifier(TimmModelMixin, nn.Module):
 
     # ---- hooks of the timm contract (TimmModelMixin); the trunk is (N, L, dim) tokens -------
     def _check_input(self, x: torch.Tensor) -> None:
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing: no shapes to check
+            return
         if x.dim() != 3 or x.shape[1] != self.in_chans:
             raise ValueError(f"input must be (N, {self.in_chans}, L), got {tuple(x.shape)}")
 

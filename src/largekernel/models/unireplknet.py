@@ -129,9 +129,13 @@ class _ToChannelsLast(nn.Module):
     """NC* -> N*C. 1-D input gets a singleton axis, ``(N, 1, L, C)``, so that GRN's parameters keep
     their official ``(1, 1, 1, C)`` shape (and broadcast correctly) in every dimension."""
 
+    def __init__(self, spatial_dims: int = 2):
+        super().__init__()
+        self.spatial_dims = spatial_dims  # a constant, not x.dim(): keeps the block FX-traceable
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.movedim(1, -1)
-        return y.unsqueeze(1) if x.dim() == 3 else y
+        return y.unsqueeze(1) if self.spatial_dims == 1 else y
 
 
 class _ToChannelsFirst(nn.Module):
@@ -211,7 +215,7 @@ class UniRepLKNetBlock(nn.Module):
             self.norm = _BATCH_NORM[spatial_dims](dim)
         self.se = SqueezeExcite(dim, dim // 4)
         ffn_dim = int(ffn_factor * dim)
-        self.pwconv1 = nn.Sequential(_ToChannelsLast(), nn.Linear(dim, ffn_dim))
+        self.pwconv1 = nn.Sequential(_ToChannelsLast(spatial_dims), nn.Linear(dim, ffn_dim))
         self.act = nn.Sequential(nn.GELU(), GRN(ffn_dim, use_bias=not deploy))
         if deploy:
             self.pwconv2 = nn.Sequential(nn.Linear(ffn_dim, dim), _ToChannelsFirst(spatial_dims))

@@ -216,8 +216,10 @@ class _DCLSConvNd(nn.Module):
         if self.deployed:
             return self.weight
         lo, hi = self._bounds(self.P)
-        # torch.clamp passes the full gradient at the bounds (min/max would split it in half there)
-        positions = torch.clamp(self.P, lo, hi)
+        # full gradient inside the bounds *including* the bounds themselves, zero outside: the
+        # clamp's own gradient at a bound differs between PyTorch versions (1, 0.5 or 0)
+        inside = (self.P >= lo) & (self.P <= hi)
+        positions = torch.where(inside, self.P, torch.clamp(self.P, lo, hi).detach())
         return dcls_dense_kernel(self.weight, positions, self.SIG, self.dilated_kernel_size, self.version)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

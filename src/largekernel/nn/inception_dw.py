@@ -113,7 +113,7 @@ class InceptionDWConv2d(nn.Module):
         return max(d * (self.square_kernel_size - 1) + 1, d * (self.band_kernel_size - 1) + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        if not isinstance(x, torch.fx.Proxy) and (x.dim() != 4 or x.shape[1] != self.in_channels):
             raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if self.dense is not None:
             return self.dense(x)

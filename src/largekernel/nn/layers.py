@@ -61,14 +61,20 @@ class LayerNorm2d(nn.LayerNorm):
         super().__init__(num_channels, eps=eps, elementwise_affine=affine, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.shape[1] != self.normalized_shape[0]:
-            raise ValueError(
-                f"LayerNorm2d expects input (N, {self.normalized_shape[0]}, ...), got {tuple(x.shape)}"
-            )
+        if not torch.jit.is_scripting():
+            _check_channels_first(x, self.normalized_shape[0])
         # move channels last, use the fused layer_norm kernel, move back
         x = torch.movedim(x, 1, -1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return torch.movedim(x, x.dim() - 1, 1)  # explicit dim: the TorchScript ONNX exporter mis-writes -1
+
+
+@torch.jit.unused
+def _check_channels_first(x: torch.Tensor, channels: int) -> None:
+    if isinstance(x, torch.fx.Proxy):  # symbolic tracing: shapes are not known yet
+        return
+    if x.dim() < 2 or x.shape[1] != channels:
+        raise ValueError(f"LayerNorm2d expects input (N, {channels}, ...), got {tuple(x.shape)}")
 
 
 class GRN(nn.Module):
@@ -92,11 +98,15 @@ class GRN(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim, **factory)) if use_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = tuple(range(1, x.dim() - 1))
-        g = torch.linalg.vector_norm(x, ord=2, dim=spatial, keepdim=True)
+        # (N, *spatial, C) flattened to (N, S, C): any number of spatial dims, and no Python
+        # arithmetic on x.dim(), so torch.fx can trace it
+        xs = x.flatten(1, -2)
+        g = torch.linalg.vector_norm(xs, ord=2, dim=1, keepdim=True)
         n = g / (g.mean(dim=-1, keepdim=True) + self.eps)
-        out = (self.gamma * n + 1) * x
-        return out + self.beta if self.beta is not None else out
+        out = (self.gamma.flatten(1, -2) * n + 1) * xs
+        if self.beta is not None:
+            out = out + self.beta.flatten(1, -2)
+        return out.reshape(x.shape)
 
 
 class SqueezeExcite(nn.Module):
@@ -120,9 +130,8 @@ class SqueezeExcite(nn.Module):
         self.up = nn.Conv2d(reduced_channels, channels, 1, bias=True, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
-        if x.dim() != 4:  # 1-D / 3-D inputs: apply the 1x1 convs as linear maps over channels
-            s2 = s.reshape(s.shape[0], s.shape[1], 1, 1)
-            s2 = torch.sigmoid(self.up(F.relu(self.down(s2))))
-            return x * s2.reshape(s.shape)
-        return x * torch.sigmoid(self.up(F.relu(self.down(s))))
+        # rank-agnostic (1-D/2-D/3-D inputs) without Python control flow on shapes, so that
+        # torch.fx can trace it: pool to (N, C, 1, 1), gate, broadcast over every spatial dim
+        s = x.flatten(2).mean(-1)[:, :, None, None]
+        gate = torch.sigmoid(self.up(F.relu(self.down(s))))
+        return torch.einsum("nc...,nc->nc...", x, gate.flatten(1))

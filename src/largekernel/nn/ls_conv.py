@@ -176,7 +176,7 @@ def ska(x: torch.Tensor, weight: torch.Tensor, impl: str = "auto") -> torch.Tens
     if impl not in SKA_IMPLS:
         raise ValueError(f"impl must be one of {SKA_IMPLS}, got {impl!r}")
     if impl == "auto":
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or isinstance(x, torch.fx.Proxy)
         unfolded_bytes = x.numel() * weight.shape[2] * x.element_size()
         impl = "taps" if exporting or unfolded_bytes > _UNFOLD_BYTES_LIMIT else "unfold"
     return ska_unfold(x, weight) if impl == "unfold" else ska_taps(x, weight)

@@ -117,6 +117,10 @@ def run_forward(
         impl = "native_cl"
     if impl in ("native", "native_cl"):
         channels_last = impl == "native_cl" and native.channels_last_forward_safe(x, weight, bias, stride, sym, groups)
+        if channels_last and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            # PyTorch's autograd will differentiate this conv: its channels-last weight gradient
+            # must be trustworthy too
+            channels_last = native.channels_last_grad_weight_safe(x, weight, stride, sym, groups)
         note(stage, "native_cl" if channels_last else "native", nd)
         return native.native_conv(x, weight, bias, stride, sym, dilation, groups, channels_last=channels_last)
     raise ValueError(f"unknown forward implementation {impl!r}")

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from largekernel.ops import native
 from largekernel.ops.autograd import compute_grad_input, compute_grad_weight, run_forward
 from largekernel.ops.cropping import crop_unreachable_taps
 from largekernel.ops.dispatch import DENSE_FFT_MIN_K, DW_CUSTOM_MIN_K, choose_plan
@@ -160,12 +161,23 @@ def _out_format(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.mem
 class _Prepared:
     """One call's engine-ready form: cropped weight, symmetric padding, plan (shared by both ops)."""
 
-    def __init__(self, x, weight, stride, padding, dilation, groups, requires_grad: bool) -> None:
+    def __init__(self, x, weight, bias, stride, padding, dilation, groups, requires_grad: bool, out_format) -> None:
         args = _args(x, weight, stride, padding, dilation, groups)
+        if out_format != torch.contiguous_format and x.device.type == "cpu":
+            # as in eager ``conv``: PyTorch's own channels-last path is broken for some shapes
+            # (tests/ops/test_pytorch_paths.py); compute those in the NC* layout
+            pads = tuple(max(lo, hi) for lo, hi in args.padding)
+            safe = native.channels_last_forward_safe(x, weight, bias, args.stride, pads, groups) and (
+                not requires_grad or native.channels_last_grad_weight_safe(x, weight, args.stride, pads, groups)
+            )
+            if not safe:
+                x = x.contiguous()
         self.full_shape = tuple(weight.shape)
         weight, args = crop_unreachable_taps(x.shape[2:], weight, args)
         # the index of the kept taps, to put the cropped weight's gradient back in place
-        self.crop = tuple((lo_full - lo) // d for (lo_full, _), (lo, _), d in zip(_pairs(padding), args.padding, args.dilation))
+        self.crop = tuple(
+            (lo_full - lo) // d for (lo_full, _), (lo, _), d in zip(_pairs(padding), args.padding, args.dilation)
+        )
         # the asymmetric remainder (``padding="same"`` with even kernels) is pre-padded explicitly
         self.extra = tuple((0, hi - lo) if hi >= lo else (lo - hi, 0) for lo, hi in args.padding)
         if any(a or b for a, b in self.extra):
@@ -191,7 +203,7 @@ def _conv_op(
 ) -> torch.Tensor:
     """The engine forward: batched ``x``, ``padding`` as flattened ``(lo, hi)`` pairs."""
     out_format = _out_format(x, weight, groups)
-    p = _Prepared(x, weight, stride, padding, dilation, groups, requires_grad)
+    p = _Prepared(x, weight, bias, stride, padding, dilation, groups, requires_grad, out_format)
     cdt = p.plan.compute_dtype
     # the plan's forward, also when PyTorch's autograd would differentiate it in eager mode (here
     # the backward operator below differentiates it)
@@ -218,17 +230,20 @@ def _conv_backward_op(
     grad_output: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias_dtype_probe: torch.Tensor | None,
+    bias_like: torch.Tensor | None,
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
     output_mask: Sequence[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients w.r.t. (x, weight, bias); an unrequested one comes back as an empty tensor."""
+    """Gradients w.r.t. (x, weight, bias); an unrequested one comes back as an empty tensor.
+
+    ``bias_like`` is an empty tensor of the bias's dtype (None without bias).
+    """
     need_x, need_w, need_b = output_mask
     out_format = _out_format(x, weight, groups)
-    p = _Prepared(x, weight, stride, padding, dilation, groups, requires_grad=True)
+    p = _Prepared(x, weight, None, stride, padding, dilation, groups, True, out_format)
     plan, args = p.plan, p.args
     cdt = plan.compute_dtype
     g = grad_output.to(cdt)
@@ -254,18 +269,18 @@ def _conv_backward_op(
             gw = F.pad(gw, _pad_arg(tuple(pads)))
         gw = _canonical(gw.to(weight.dtype), _fmt(weight))
     if need_b:
-        dtype = bias_dtype_probe.dtype if bias_dtype_probe is not None else grad_output.dtype
+        dtype = bias_like.dtype if bias_like is not None else grad_output.dtype
         gb = g.sum(dim=(0, *range(2, g.dim()))).to(dtype).contiguous()
     return gi, gw, gb
 
 
 @_conv_backward_op.register_fake
-def _conv_backward_fake(grad_output, x, weight, bias_dtype_probe, stride, padding, dilation, groups, output_mask):
+def _conv_backward_fake(grad_output, x, weight, bias_like, stride, padding, dilation, groups, output_mask):
     need_x, need_w, need_b = output_mask
     gi = x.new_empty(x.shape).contiguous(memory_format=_out_format(x, weight, groups)) if need_x else x.new_empty(0)
     gw = weight.new_empty(weight.shape).contiguous(memory_format=_fmt(weight)) if need_w else x.new_empty(0)
     if need_b:
-        dtype = bias_dtype_probe.dtype if bias_dtype_probe is not None else grad_output.dtype
+        dtype = bias_like.dtype if bias_like is not None else grad_output.dtype
         gb = grad_output.new_empty((weight.shape[0],), dtype=dtype)
     else:
         gb = x.new_empty(0)
@@ -277,8 +292,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(x, weight)
     ctx.conv = (list(stride), list(padding), list(dilation), groups)
     ctx.has_bias = bias is not None
-    # only the dtype of the bias matters for its gradient; an empty tensor carries it cheaply
-    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.bias_dtype = bias.dtype if bias is not None else None  # all its gradient needs of the bias
 
 
 def _backward(ctx, grad_output):
@@ -286,9 +300,11 @@ def _backward(ctx, grad_output):
     stride, padding, dilation, groups = ctx.conv
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = bool(need_b and ctx.has_bias)
-    probe = grad_output.new_empty(0, dtype=ctx.bias_dtype) if ctx.has_bias else None
+    # the bias's dtype travels as an empty tensor: inductor mis-passes ScalarType arguments to
+    # custom operators (torch 2.14: "Expected Optional[int] ... found Tensor")
+    bias_like = grad_output.new_empty(0, dtype=ctx.bias_dtype) if ctx.has_bias else None
     gi, gw, gb = torch.ops.largekernel.conv_backward(
-        grad_output, x, weight, probe, stride, padding, dilation, groups, [bool(need_x), bool(need_w), need_b],
+        grad_output, x, weight, bias_like, stride, padding, dilation, groups, [bool(need_x), bool(need_w), need_b],
     )
     return (gi if need_x else None, gw if need_w else None, gb if need_b else None, None, None, None, None, None)
 

@@ -115,12 +115,12 @@ def _reads_padding_only(x_spatial, kernel, stride, padding, dilation=None) -> bo
 def channels_last_forward_safe(x, weight, bias, stride, padding, groups) -> bool:
     """Whether PyTorch's channels-last forward is trustworthy for this call.
 
-    oneDNN's channels-last grouped forward crashes (segfaults, heap corruption) when a bias is added
-    and some outputs read only zero padding (e.g. a grouped 1x1x1 conv with bias, stride 2,
+    oneDNN's channels-last forward has been seen to crash (segfaults, heap corruption) when a bias
+    is added and some outputs read only zero padding (e.g. a grouped 1x1x1 conv with bias, stride 2,
     padding (0, 1, 1)); the engine then stays in the input's own layout, which is what ``F.conv``
     runs and is correct. See tests/ops/test_pytorch_paths.py for the mapped cases.
     """
-    if bias is None or groups == 1:
+    if bias is None:
         return True
     return not _reads_padding_only(x.shape[2:], weight.shape[2:], stride, padding)
 
