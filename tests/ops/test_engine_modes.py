@@ -132,9 +132,19 @@ def test_fx_symbolic_trace_keeps_the_engine():
     assert len([s for s in steps if s.stage == "forward"]) == 3
 
 
-def test_fx_traces_library_models():
-    model = largekernel.create_model("unireplknet_a", num_classes=3, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (13,), (13,), (3,))).eval()
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("unireplknet_a", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (13,), (13,), (3,)))),
+        ("replknet_31b", dict(layers=(1, 1, 1, 1), channels=(8, 16, 24, 32))),
+        ("convnext_atto", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))),
+        ("inception_next_atto", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))),
+    ],
+)
+def test_fx_traces_library_models(name, kwargs):
+    model = largekernel.create_model(name, num_classes=3, **kwargs).eval()
     gm = torch.fx.symbolic_trace(model)
+    assert ops.conv in [n.target for n in gm.graph.nodes if n.op == "call_function"]
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(gm(x), model(x))
 
@@ -276,3 +286,18 @@ def test_torchscript_of_an_accelerated_timm_model_that_scripted_before():
     scripted = torch.jit.script(model)
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_relaid_out_call_keeps_format_and_is_not_cached_as_a_plain_pytorch_call():
+    """A channels-last 3-D grouped stride-2 conv is computed in NCDHW (PyTorch's channels-last weight
+    gradient is broken there), comes back channels-last, and stays on that route on every call."""
+    fmt = torch.channels_last_3d
+    for _ in range(3):  # the second and third calls must not take a cached "plain PyTorch" route
+        x = torch.randn(2, 2, 3, 4, 2).contiguous(memory_format=fmt).requires_grad_()
+        w = torch.randn(4, 1, 2, 2, 1, requires_grad=True)
+        y = ops.conv(x, w, None, (2, 1, 1), (1, 0, 3), (2, 1, 1), 2)
+        assert y.is_contiguous(memory_format=fmt) and not y.is_contiguous()
+        gw = torch.autograd.grad(y.sum(), w)[0]
+        x64, w64 = x.detach().double().contiguous(), w.detach().double().requires_grad_()
+        ref = torch.autograd.grad(F.conv3d(x64, w64, None, (2, 1, 1), (1, 0, 3), (2, 1, 1), 2).sum(), w64)[0]
+        torch.testing.assert_close(gw.double(), ref, rtol=1e-5, atol=1e-5)

@@ -162,7 +162,11 @@ def conv(
         return conv(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     out_format = expected_output_format(x, weight, groups)
     requires_grad = _needs_grad(x, weight, bias)
-    if out_format != torch.contiguous_format and x.device.type == "cpu" and not _layout_safe(x, weight, bias, args, requires_grad):
+    relayout = (
+        out_format != torch.contiguous_format and x.device.type == "cpu"
+        and not _layout_safe(x, weight, bias, args, requires_grad)
+    )
+    if relayout:
         # PyTorch's own channels-last path is broken for this case (tests/ops/test_pytorch_paths.py):
         # compute in the NC* layout; the output still comes back in the caller's format
         x = x.contiguous()
@@ -174,11 +178,13 @@ def conv(
     plan = choose_plan(xs, weight, sargs, requires_grad)
     direct = plan.forward == "native" and weight is full_weight and plan.compute_dtype == x.dtype
     if direct and (plan.uses_autograd or not requires_grad):
-        # the plan is PyTorch's own call on the caller's arguments (it handles "same" padding itself)
-        if key is not None and len(_TORCH_DECISIONS) < _MAX_DECISIONS:
+        # the plan is PyTorch's own call on the caller's arguments (it handles "same" padding
+        # itself); remembered only when those really are the caller's tensors (not re-laid out)
+        if key is not None and not relayout and len(_TORCH_DECISIONS) < _MAX_DECISIONS:
             _TORCH_DECISIONS.add(key)
         note("forward", "torch", args.nd)
-        return _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
+        y = _CONV_BY_DIM[args.nd](x, weight, bias, stride, padding, dilation, groups)
+        return to_memory_format(y, out_format)
     if plan.uses_autograd:
         if plan.forward == "native":
             note("forward", "torch", args.nd)
