@@ -15,7 +15,7 @@ from largekernel.ops.cropping import crop_unreachable_taps
 from largekernel.ops.dispatch import Plan, choose_plan
 from largekernel.ops.dispatch import state_token as dispatch_state_token
 from largekernel.ops.fft import _pad_arg
-from largekernel.ops.memory_format import expected_output_format, to_memory_format
+from largekernel.ops.memory_format import expected_output_format, suggest_memory_format, to_memory_format
 from largekernel.ops.record import note
 from largekernel.ops.validation import ConvArgs, normalize_conv_args
 
@@ -176,7 +176,10 @@ def conv(
     weight, args = crop_unreachable_taps(x.shape[2:], weight, args)
     xs, sargs = _symmetrize(x, args)
     plan = choose_plan(xs, weight, sargs, requires_grad)
-    direct = plan.forward == "native" and weight is full_weight and plan.compute_dtype == x.dtype
+    # PyTorch's own call: its NC* path, or its channels-last path on an input that already is
+    # channels-last (e.g. timm's ConvNeXt hands its depthwise conv a permuted, channels-last view)
+    already_cl = plan.forward == "native_cl" and args.nd >= 2 and suggest_memory_format(x) != torch.contiguous_format
+    direct = (plan.forward == "native" or already_cl) and weight is full_weight and plan.compute_dtype == x.dtype
     if direct and (plan.uses_autograd or not requires_grad):
         # the plan is PyTorch's own call on the caller's arguments (it handles "same" padding
         # itself); remembered only when those really are the caller's tensors (not re-laid out)

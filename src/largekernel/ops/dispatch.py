@@ -58,6 +58,9 @@ GRAD_WEIGHT_IMPLS = ("kernels", "fft", "aten", "aten_cl", "autograd", "triton")
 
 # Thresholds on the largest effective (dilated) kernel extent K, from the measurements above.
 DW_CUSTOM_MIN_K = {1: 4, 2: 4, 3: 4}  # depthwise below this: PyTorch autograd (channels-last) is fine
+# strided depthwise below this: PyTorch autograd too (the compiled weight gradient's strided loop is
+# the simple one; timm's mobilenetv3 5x5 stride-2 convs trained 2.4x slower through it)
+DW_STRIDED_CUSTOM_MIN_K = {1: 9, 2: 9, 3: 9}
 # oneDNN NC* forward for NC*-contiguous input in this K window (2-D: channels-last has a slow spot at
 # K=9..13 where NCHW is still fine; outside it channels-last is near peak, NCHW erratic under load)
 # (idle-machine sweep, B=8, C=64, 56²: K=13 NCHW 2.8 ms vs channels-last 6.9 ms vs compiled 4.4 ms;
@@ -66,6 +69,9 @@ DW_NCHW_K_RANGE = {1: (1, 13), 2: (1, 13), 3: (0, 0)}
 # compiled forward in this K window, checked after the NC* window above (2-D: channels-last input at
 # K=11..13, where oneDNN channels-last is weak; 3-D: oneDNN channels-last is back near peak by K=21)
 DW_KERNELS_FWD_K_RANGE = {1: (5, 10**9), 2: (11, 13), 3: (9, 17)}
+# the compiled 2-D forward pays a packing pass: below this many input elements oneDNN wins (a
+# deployed UniRepLKNet-A at batch 1: 13x13 on 160x14x14 / 320x7x7 maps ran 16 % slower than PyTorch)
+DW_KERNELS_FWD_2D_MIN_NUMEL = 1 << 18
 DW_FFT_FWD_MIN_K = {1: 2048, 2: 10**9, 3: 10**9}  # FFT forward (with compiled kernels available)
 DW_FFT_FWD_MIN_K_NO_KERNELS = {1: 512, 2: 10**9, 3: 13}  # FFT forward without compiled kernels
 DW_KERNELS_GW_MIN_K = {1: 4, 2: 4, 3: 4}  # compiled weight gradient from here
@@ -259,6 +265,8 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     is_cl = _is_channels_last(x)
     nchw_window = not is_cl and DW_NCHW_K_RANGE[nd][0] <= k <= DW_NCHW_K_RANGE[nd][1]
     kernels_window = kern_fwd and DW_KERNELS_FWD_K_RANGE[nd][0] <= k <= DW_KERNELS_FWD_K_RANGE[nd][1]
+    if nd == 2 and _numel(x) < DW_KERNELS_FWD_2D_MIN_NUMEL:
+        kernels_window = False  # small 2-D maps: packing costs more than oneDNN's own conv
     if kern_fwd and k >= DW_FFT_FWD_MIN_K[nd] or not kern_fwd and k >= DW_FFT_FWD_MIN_K_NO_KERNELS[nd]:
         fwd = "fft"
         why.append("forward: FFT (cost independent of K)")
@@ -275,12 +283,14 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     if not requires_grad:
         return Plan(fwd, "none", "none", "; ".join(why) + "; no grad needed", cdt)
     cl_gw_safe = native.channels_last_grad_weight_safe(x, _ShapeOnly(weight_shape), args.stride, args.sym_padding, args.groups)
-    if k < DW_CUSTOM_MIN_K[nd] and cdt == x.dtype and fwd in ("native", "native_cl"):
+    strided_small = any(st > 1 for st in args.stride) and k < DW_STRIDED_CUSTOM_MIN_K[nd]
+    if (k < DW_CUSTOM_MIN_K[nd] or strided_small) and cdt == x.dtype and fwd in ("native", "native_cl"):
         if nd > 1 and cl_gw_safe:
             fwd = "native_cl"
         elif nd > 1:
             fwd = "native"  # PyTorch's channels-last weight gradient is broken here: stay NC*
-        why.append("tiny kernel: PyTorch autograd" + (" through the channels-last conv" if nd > 1 else ""))
+        why.append(("strided small kernel" if strided_small and k >= DW_CUSTOM_MIN_K[nd] else "tiny kernel")
+                   + ": PyTorch autograd" + (" through the channels-last conv" if nd > 1 else ""))
         return Plan(fwd, reason="; ".join(why), **torch_plan)
     gi = fwd
     why.append("grad_input: forward conv with the flipped kernel")
@@ -297,6 +307,13 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
         gw = "aten"
         why.append("grad_weight: PyTorch NC* backward (its channels-last one is broken for this case)")
     return Plan(fwd, gi, gw, "; ".join(why), cdt)
+
+
+def _numel(x) -> int:
+    n = 1
+    for d in x.shape:
+        n *= int(d)
+    return n
 
 
 class _ShapeOnly:
