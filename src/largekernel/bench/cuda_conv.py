@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from largekernel.bench import report
+from largekernel.bench.conv import _CONV as _CPU_CONV
+from largekernel.bench.conv import Case
 from largekernel.bench.timing import measure
 
 __all__ = [
@@ -38,21 +38,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV = _CPU_CONV
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-@dataclass(frozen=True)
-class CudaCase:
-    """One GPU benchmark shape ``(N, C, *S)`` (depthwise, "same" padding) and its kernel sizes."""
-
-    name: str
-    shape: tuple[int, ...]
-    ks: tuple[int, ...]
-
-    @property
-    def dims(self) -> int:
-        return len(self.shape) - 2
+#: A GPU benchmark shape: the same record as the CPU sweep's (depthwise, "same" padding).
+CudaCase = Case
 
 
 CUDA_CASES: dict[str, list[CudaCase]] = {

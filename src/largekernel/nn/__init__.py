@@ -17,7 +17,7 @@ from largekernel.nn.dcls import DCLSConv1d, DCLSConv2d, DCLSConv3d, register_pos
 from largekernel.nn.dilated_reparam import DilatedReparamConv
 from largekernel.nn.hyper_kernel import HyperKernelConv2d
 from largekernel.nn.inception_dw import InceptionDWConv2d
-from largekernel.nn.layers import GRN, DropPath, LayerNorm2d, SqueezeExcite
+from largekernel.nn.layers import GRN, DropPath, EngineGRN, LayerNorm2d, SqueezeExcite
 from largekernel.nn.long_conv import LongConv
 from largekernel.nn.ls_conv import LSConv
 from largekernel.nn.mixers import create_mixer, list_mixers
@@ -52,5 +52,6 @@ __all__ = [
     "DropPath",
     "LayerNorm2d",
     "GRN",
+    "EngineGRN",
     "SqueezeExcite",
 ]

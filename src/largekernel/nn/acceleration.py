@@ -8,6 +8,10 @@ import logging
 from torch import nn
 
 from largekernel.nn.conv import ENGINE_CONV_CLASSES, TORCH_TO_ENGINE
+from largekernel.nn.layers import GRN, EngineGRN
+
+#: fused engine layers that replace an exact plain class (same state, same values)
+_PLAIN_TO_FUSED: dict[type, type] = {GRN: EngineGRN}
 
 __all__ = ["accelerate", "to_torch_convs", "engine_can_help"]
 
@@ -53,7 +57,9 @@ def accelerate(
     are engine convs are left alone, so the call is idempotent. Conversion re-classes the module
     object itself, so it is the same module with the same ``Parameter`` objects (optimiser state
     stays valid), buffers, hooks, training mode, device and dtype; shared modules stay shared.
-    Outputs are unchanged up to floating-point rounding.
+    Outputs are unchanged up to floating-point rounding. Layers with a fused engine form are
+    re-classed the same way: every :class:`~largekernel.nn.GRN` becomes an
+    :class:`~largekernel.nn.EngineGRN` (one fused operation instead of about ten).
 
     Args:
         model: any ``nn.Module`` (the model itself may be a conv).
@@ -92,8 +98,13 @@ def accelerate(
         raise TypeError(f"compile must be a bool, got {type(compile).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
-    converted = skipped = 0
+    converted = skipped = fused = 0
     for module in model.modules():  # modules() de-duplicates shared modules
+        fused_cls = _PLAIN_TO_FUSED.get(type(module))
+        if fused_cls is not None:
+            module.__class__ = fused_cls  # same object and parameters, fused forward
+            fused += 1
+            continue
         target = TORCH_TO_ENGINE.get(type(module))
         if target is None:
             if isinstance(module, ENGINE_CONV_CLASSES):
@@ -107,7 +118,10 @@ def accelerate(
         # engine classes add no state, so this is exactly equivalent to building a new module.
         module.__class__ = target
         converted += 1
-    logger.info("accelerate: converted %d convolution(s), left %d foreign subclass(es)", converted, skipped)
+    logger.info(
+        "accelerate: converted %d convolution(s) and %d GRN layer(s), left %d foreign subclass(es)",
+        converted, fused, skipped,
+    )
     if compile:
         import torch  # noqa: PLC0415
 
@@ -120,6 +134,8 @@ def accelerate(
 
 def to_torch_convs(model: nn.Module, *, inplace: bool = True) -> nn.Module:
     """The inverse of :func:`accelerate`: make every engine conv a plain ``torch.nn.Conv*d`` again.
+
+    Fused engine layers go back to their plain class too (``EngineGRN`` -> ``GRN``).
 
     largekernel's own models build their convolutions from the engine drop-ins; this turns such a
     model into exactly what the reference implementations run (PyTorch's convolutions), e.g. as the
@@ -146,11 +162,12 @@ def to_torch_convs(model: nn.Module, *, inplace: bool = True) -> nn.Module:
     if not inplace:
         model = copy.deepcopy(model)
     engine_to_torch = {engine: torch_cls for torch_cls, engine in TORCH_TO_ENGINE.items()}
+    engine_to_torch.update({fused: plain for plain, fused in _PLAIN_TO_FUSED.items()})
     converted = 0
     for module in model.modules():
         target = engine_to_torch.get(type(module))
         if target is not None:
             module.__class__ = target
             converted += 1
-    logger.info("to_torch_convs: converted %d engine convolution(s) back to PyTorch", converted)
+    logger.info("to_torch_convs: converted %d engine layer(s) back to PyTorch", converted)
     return model

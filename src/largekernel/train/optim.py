@@ -46,7 +46,7 @@ def param_groups(model: nn.Module, weight_decay: float,
         names |= set(hook())
     norm_params: set[int] = set()
     for module in model.modules():
-        if isinstance(module, _NORM_TYPES) or type(module).__name__ in ("LayerNorm2d", "GRN"):
+        if isinstance(module, _NORM_TYPES) or type(module).__name__ in ("LayerNorm2d", "GRN", "EngineGRN"):
             norm_params.update(id(p) for p in module.parameters(recurse=False))
     decay, no_decay = [], []
     for name, param in model.named_parameters():

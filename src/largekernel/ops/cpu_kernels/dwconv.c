@@ -46,6 +46,7 @@ typedef double v8df __attribute__((vector_size(64)));
 #define VT v16sf
 #define NAME(x) x##_f32
 #include "dwconv_impl.c"
+#include "grn_impl.c"
 #undef T
 #undef VT
 #undef NAME
@@ -54,9 +55,10 @@ typedef double v8df __attribute__((vector_size(64)));
 #define VT v8df
 #define NAME(x) x##_f64
 #include "dwconv_impl.c"
+#include "grn_impl.c"
 #undef T
 #undef VT
 #undef NAME
 
 /* ABI version of this library, checked by the loader. */
-int lk_dwconv_abi_version(void) { return 2; }
+int lk_dwconv_abi_version(void) { return 3; }
