@@ -38,6 +38,7 @@ _LAZY_EXPORTS = {
     "count_params": "largekernel.models.counting",
     "count_macs": "largekernel.models.counting",
     "register_with_timm": "largekernel.integrations.timm",
+    "from_timm_cache": "largekernel.integrations.timm_cache",
 }
 
 __all__ = sorted(_LAZY_EXPORTS) + ["__version__"]

@@ -264,7 +264,10 @@ class TrainConfig:
     model: NonEmptyStr = "unireplknet_a"
     model_kwargs: FiniteMapping = field(default_factory=dict)
     drop_path_rate: OpenFraction = 0.0
-    accelerate: bool = True
+    accelerate: bool = True  # false: PyTorch's own layers everywhere (largekernel.to_torch_convs), a baseline
+    # torch.compile the training forward (with accelerate: the engine inside the graph, see
+    # largekernel.accelerate(compile=True)); checkpoints keep the un-compiled module's keys
+    compile: bool = False
     grad_checkpointing: bool = False
     init_from: OptionalPath = None  # fine-tune: backbone weights from `largekernel pretrain`, fresh head
     # data
@@ -273,6 +276,7 @@ class TrainConfig:
     image_size: Optional[Side] = None
     augment: bool = True
     train_subset: Optional[Count] = None  # use only the first N training samples (smoke tests)
+    train_subset_per_class: Optional[Count] = None  # few-label runs: the first N training samples of each class
     eval_subset: Optional[Count] = None
     eval_split: Literal["val", "test"] = "test"
     num_workers: Annotated[int, NotBool, Field(ge=0, le=256)] = 0
@@ -291,6 +295,8 @@ class TrainConfig:
     warmup_epochs: NonNegativeFloat = 1.0
     warmup_steps: Optional[NonNegativeInt] = None  # overrides warmup_epochs when set
     clip_grad: Optional[PositiveFloat] = None
+    # fine-tuning: lr x layer_decay**(blocks below the head), see largekernel.pretrain.layer_decay
+    layer_decay: Optional[Annotated[float, Finite, Field(gt=0, le=1, allow_inf_nan=False)]] = None
     # regularisation
     label_smoothing: OpenFraction = 0.0
     mixup: NonNegativeFloat = 0.0
@@ -391,6 +397,9 @@ class EvaluateOptions(_Options):
     split: Literal["train", "val", "test"] = "test"
     amp: Literal["none", "bf16", "fp16"] = "none"
     device: Device = "auto"
+    compile: bool = False  # torch.compile the model before evaluating
+    int8: Optional[Literal["onnxruntime"]] = None  # also evaluate a post-training int8 model
+    calibration_batches: Count = 8  # batches of 32 training images for the int8 calibration
 
 
 class PredictOptions(_Options):

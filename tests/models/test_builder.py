@@ -46,8 +46,10 @@ def test_filter_keeps_mismatches_visible():
         model.load_state_dict(filtered)
 
 
-def test_bad_generic_options():
-    with pytest.raises(ValueError, match="local checkpoint"):
+def test_bad_generic_options(monkeypatch, tmp_path):
+    for var in ("HF_HUB_CACHE", "TORCH_HOME"):  # convnext without a file: timm's (here empty) caches
+        monkeypatch.setenv(var, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
         create_model("convnext_atto", pretrained=True, **TINY)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         create_model("convnext_atto", pretrained=True, pretrained_cfg="nope.pth", **TINY)

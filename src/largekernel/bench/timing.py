@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Timing", "measure", "sync"]
+__all__ = ["Timing", "measure", "measure_interleaved", "sync"]
 
 
 @dataclass
@@ -62,3 +62,53 @@ def measure(
         if spent > max_seconds:
             break
     return Timing(median=statistics.median(times), minimum=min(times), times=times)
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    max_seconds: float = 30.0,
+    device: torch.device | str | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing]:
+    """Time several alternatives in rounds: each round runs every ``fn`` once, in turn.
+
+    On a shared machine the load drifts over seconds; alternating the candidates exposes them to
+    the same drift, so their ratio is stable even when absolute times are not. Stops adding rounds
+    once any candidate has used ``max_seconds`` (at least one round always runs).
+
+    Args:
+        fns: name -> callable, timed in this order within each round.
+        warmup: untimed calls of each callable before the first round.
+        repeats: rounds.
+        max_seconds: budget per candidate.
+        device: synchronised after every call (CUDA).
+        clock: ``time.perf_counter`` (wall) or ``time.process_time`` (this process's CPU time).
+
+    Returns:
+        name -> :class:`Timing` (medians over the rounds).
+
+    Example:
+        >>> timings = measure_interleaved({"a": lambda: sum(range(100)), "b": lambda: None}, repeats=3)
+        >>> sorted(timings), len(timings["a"].times)
+        (['a', 'b'], 3)
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+            sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            sync(device)
+            times[name].append(clock() - start)
+        if max(sum(v) for v in times.values()) > max_seconds:
+            break
+    return {
+        name: Timing(median=statistics.median(v), minimum=min(v), times=v) for name, v in times.items()
+    }
+

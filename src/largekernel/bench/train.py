@@ -11,13 +11,14 @@ import argparse
 import copy
 import json
 import logging
+import time
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from largekernel.bench import report
-from largekernel.bench.timing import measure
+from largekernel.bench.timing import measure_interleaved
 
 __all__ = ["add_arguments", "run", "step_fn"]
 
@@ -48,7 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(FLOPs at the measured matmul peak plus bytes at the measured memory bandwidth)",
     )
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="clock of the --breakdown profile (cpu: with --threads 1 on a busy machine)")
+                        help="clock of the step timings and the --breakdown profile (cpu: this process's "
+                             "CPU time; use with --threads 1 on a busy machine)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="model and input in channels-last memory format (2-D/3-D models) for the step timings")
 
 
 def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str = "none"):
@@ -107,15 +111,27 @@ def run(args: argparse.Namespace) -> int:
     y = torch.randint(0, kwargs["num_classes"], (args.batch_size,), generator=g)
     machine = report.machine_info()
     results = []
+    memory_format = None
+    if getattr(args, "channels_last", False):
+        memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+        if memory_format is None:
+            raise ValueError(f"--channels-last needs a 2-D or 3-D model input, got {x.dim() - 2} spatial dim(s)")
+        x = x.contiguous(memory_format=memory_format)
+    steps = {}
     for mode in modes:
         # "torch": every conv is PyTorch's own (what the reference implementations run), so the
         # baseline is not partly accelerated by the engine drop-ins our models are built from
         model = to_torch_convs(copy.deepcopy(base))
         if mode == "engine":
             model = accelerate(model)
-        model = model.to(device)
-        timing = measure(step_fn(model, x.to(device), y.to(device), args.amp), warmup=args.warmup,
-                         repeats=args.repeats, max_seconds=max_seconds, device=device)
+        model = model.to(device) if memory_format is None else model.to(device, memory_format=memory_format)
+        steps[mode] = step_fn(model, x.to(device), y.to(device), args.amp)
+    # the modes alternate step by step, so machine-load drift hits them alike
+    clock = time.process_time if getattr(args, "clock", "wall") == "cpu" else time.perf_counter
+    timings = measure_interleaved(steps, warmup=args.warmup, repeats=args.repeats,
+                                  max_seconds=max_seconds, device=device, clock=clock)
+    results = []
+    for mode, timing in timings.items():
         results.append({"mode": mode, "median_s": timing.median, "min_s": timing.minimum,
                         "times_s": list(timing.times), "images_per_s": args.batch_size / timing.median})
         log.info("%-6s %.1f images/s (median step %.3f s over %d)", mode, args.batch_size / timing.median,
@@ -136,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine,
         "settings": {"device": str(device), "threads": torch.get_num_threads(), "model": args.model, "model_kwargs": kwargs, "image_size": args.image_size,
                      "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
-                     "amp": args.amp, "quick": args.quick, "max_seconds": max_seconds},
+                     "amp": args.amp, "quick": args.quick, "max_seconds": max_seconds,
+                     "clock": getattr(args, "clock", "wall"), "channels_last": memory_format is not None},
         "results": results,
         "speedup_engine_vs_torch": speedup,
     }

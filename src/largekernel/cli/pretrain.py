@@ -21,7 +21,7 @@ __all__ = ["register", "build_config", "run"]
 log = logging.getLogger(__name__)
 
 # classifier-only options that do not apply without labels
-_NOT_FOR_PRETRAIN = {"task", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "init_from"}
+_NOT_FOR_PRETRAIN = {"task", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "init_from", "layer_decay"}
 
 _OWN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--mask-ratio", "mask_ratio", float, "fraction of final-stride patches hidden, in (0, 1) (default 0.6)"),

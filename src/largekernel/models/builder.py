@@ -213,5 +213,9 @@ def build_model(
     model.pretrained_cfg = cfg
     model.default_cfg = cfg
     if pretrained:
+        if not cfg.get("file") and name.startswith(("convnext_", "inception_next_")):
+            from largekernel.integrations.timm_cache import find_timm_checkpoint  # offline: timm's caches
+
+            cfg["file"] = str(find_timm_checkpoint(name))
         load_pretrained(model, cfg)
     return model

@@ -38,7 +38,25 @@ class PretrainConfig(TrainConfig):
     recon_images: int = 8  # images in the per-epoch reconstruction PNG (0: no PNG)
 
     def validate(self) -> "PretrainConfig":
+        # this class's own options first: the shared schema check below converts their values
+        # (true -> 1), after which a bool given for a count could no longer be told apart
+        for name in ("decoder_width", "recon_images"):
+            if isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a number, not true/false, got {getattr(self, name)!r}")
         super().validate()
+        self._validate_own()
+        for name in ("mixup", "cutmix", "label_smoothing"):
+            if getattr(self, name):
+                raise ValueError(f"{name} does not apply to masked pre-training (no labels); set {name}=0")
+        if self.ema:
+            raise ValueError("ema is not supported by masked pre-training; set ema=false")
+        for name in ("init_from", "layer_decay"):  # fine-tuning options of `largekernel train`
+            if getattr(self, name, None) is not None:
+                raise ValueError(f"{name} is a fine-tuning option of `largekernel train`, not of pre-training; "
+                                 f"set {name}=null")
+        return self
+
+    def _validate_own(self) -> None:
         check_mask_ratio(self.mask_ratio)
         if self.decoder_width is not None and (isinstance(self.decoder_width, bool)
                                                or not isinstance(self.decoder_width, int) or self.decoder_width < 1):
@@ -47,12 +65,6 @@ class PretrainConfig(TrainConfig):
             raise ValueError(f"norm_pix_loss must be true or false, got {self.norm_pix_loss!r}")
         if isinstance(self.recon_images, bool) or not isinstance(self.recon_images, int) or self.recon_images < 0:
             raise ValueError(f"recon_images must be a non-negative int, got {self.recon_images!r}")
-        for name in ("mixup", "cutmix", "label_smoothing"):
-            if getattr(self, name):
-                raise ValueError(f"{name} does not apply to masked pre-training (no labels); set {name}=0")
-        if self.ema:
-            raise ValueError("ema is not supported by masked pre-training; set ema=false")
-        return self
 
 
 PRETRAIN_KEYS = ("mask_ratio", "decoder_width", "norm_pix_loss", "recon_images")

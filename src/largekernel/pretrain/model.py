@@ -95,6 +95,7 @@ class MaskedImageModel(nn.Module):
         widths = decoder_widths(decoder_width if decoder_width is not None else channels[-1], len(channels))
         self.densify = Densify(channels, widths)
         self.decoder = LightDecoder(widths, strides, in_chans)
+        self.mask_shard = (0, 1)  # (rank, world size): see random_mask
 
     @property
     def stride(self) -> int:
@@ -109,10 +110,30 @@ class MaskedImageModel(nn.Module):
             names |= {f"encoder.backbone.{n}" for n in hook()}
         return names
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the backbone's stages in the backward pass (the backbone must support it).
+
+        Raises:
+            ValueError: The backbone has no ``set_grad_checkpointing``.
+        """
+        setter = getattr(self.encoder.backbone, "set_grad_checkpointing", None)
+        if setter is None:
+            raise ValueError(f"{type(self.encoder.backbone).__name__} does not support grad_checkpointing")
+        setter(enable)
+
     def random_mask(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A random ``(N, 1, h, w)`` visibility mask for the images ``x``."""
-        return random_mask(x.shape[0], self.encoder.grid(x.shape[-2:]), self.mask_ratio,
-                           device=x.device, generator=generator)
+        """A random ``(N, 1, h, w)`` visibility mask for the images ``x``.
+
+        With ``mask_shard = (rank, world_size)`` (set by the data-parallel trainer) the masks of the
+        whole global batch are drawn and rank ``rank``'s slice is returned: every rank starts from
+        the same RNG state, so this gives each rank different masks, and together exactly the masks
+        a single process would draw for the global batch.
+        """
+        rank, world = self.mask_shard
+        n = x.shape[0]
+        masks = random_mask(n * world, self.encoder.grid(x.shape[-2:]), self.mask_ratio,
+                            device=x.device, generator=generator)
+        return masks[rank * n:(rank + 1) * n]
 
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The decoder's image ``(N, C, H, W)`` (normalised-pixel space) for ``x`` seen through ``mask``."""

@@ -69,27 +69,18 @@ class PretrainTrainer(Trainer):
         else:
             backbone = create_backbone(cfg.model, kwargs)
             config = {"name": cfg.model, "kwargs": dict(backbone.largekernel_config["kwargs"])}
-        self.model_config = {"name": config["name"], "kwargs": dict(config["kwargs"])}
-        if cfg.grad_checkpointing:
-            setter = getattr(backbone, "set_grad_checkpointing", None)
-            if setter is None:
-                raise ValueError(f"model {cfg.model!r} does not support grad_checkpointing")
-            setter(True)
         if cfg.accelerate:
             from largekernel.nn.acceleration import accelerate
 
+            # before the sparse conversion: accelerate only converts plain nn.Conv classes
             accelerate(backbone)
         mim = MaskedImageModel(backbone, in_chans=self.data_info["in_chans"], mask_ratio=cfg.mask_ratio,
                                decoder_width=cfg.decoder_width, norm_pix_loss=cfg.norm_pix_loss)
         size = self.data_info["image_size"]
         mim.encoder.grid((size, size))  # fail now, not at the first batch, if the stride does not fit
-        mim.to(self.device)
-        self.raw_model = mim
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            mim = nn.parallel.DistributedDataParallel(mim, device_ids=ids)
-        self.model = mim
-        self.num_params = sum(p.numel() for p in self.raw_model.parameters())
+        mim.mask_shard = (self.dist.rank, self.dist.world_size)  # DDP: the masks of one global batch
+        # the classifier's machinery from here on: grad checkpointing, device, DDP, compile
+        super()._build_model(mim, {"name": config["name"], "kwargs": dict(config["kwargs"])})
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
         # the masked image model's forward already returns its reconstruction loss; labels are unused
@@ -202,8 +193,8 @@ class PretrainTrainer(Trainer):
             meta = {"data": self.data_info, "pretrain": {"mask_ratio": cfg.mask_ratio, "steps": self.step,
                                                           "eval_loss": final["loss"]}}
             summary["encoder_checkpoint"] = str(self.export_encoder(out / ENCODER_NAME, meta))
-            with open(out / "metrics.json", "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2)
+            text = json.dumps(summary, indent=2)  # serialised first: a failure leaves no partial file
+            ckpt.atomic_write(out / "metrics.json", lambda f: f.write(text.encode("utf-8")))
             if cfg.plots:
                 from largekernel.train.plots import plot_curves
 

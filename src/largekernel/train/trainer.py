@@ -50,7 +50,7 @@ from largekernel.train import testing_hooks
 from largekernel.errors import CheckpointError, OutputError
 from largekernel.utils.output import check_writable
 
-__all__ = ["Trainer", "TrainingInterrupted", "train", "evaluate_model", "resolve_device",
+__all__ = ["Trainer", "TrainingInterrupted", "train", "evaluate_model", "resolve_device", "compile_model",
            "data_info_dict", "save_deploy_checkpoint", "DEPLOY_NAME", "TRAIN_CKPT_NAME"]
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,31 @@ def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, devic
         meter.load_merged(all_reduce_sum(meter.merge_tensor()))
     model.train(was_training)
     return meter.compute()
+
+
+def compile_model(model: nn.Module, *, engine: bool = True) -> nn.Module:
+    """``torch.compile`` a (possibly DDP-wrapped) model; the caller keeps the original module.
+
+    Only the returned wrapper is compiled: parameters, ``state_dict`` keys (no ``_orig_mod.``
+    prefix), the optimiser and EMA stay on ``model``, so checkpoints and resumption are those of an
+    eager run. With ``engine=True`` the engine's convolutions stay inside the compiled graph as the
+    opaque ``largekernel::conv`` operator (:func:`largekernel.accelerate` with ``compile=True``,
+    which switches the compile engine on for the whole process); otherwise ``torch.compile`` sees
+    PyTorch's own convolutions.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(4, 4, 13, padding=6, groups=4))
+        >>> compiled = compile_model(net, engine=False)
+        >>> compiled._orig_mod is net and list(net.state_dict()) == ["0.weight", "0.bias"]
+        True
+    """
+    if engine:
+        from largekernel.nn.acceleration import accelerate
+
+        # converts the convolutions inside (idempotent), turns the compile engine on, compiles
+        return accelerate(model, compile=True)
+    return torch.compile(model)
 
 
 def save_deploy_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
@@ -251,7 +276,11 @@ class Trainer:
                 eval_set = build_dataset(cfg.data, cfg.eval_split, augment=False, **kw)
         info = data_info if data_info is not None else getattr(train_set, "info", None)
         self.data_info = data_info_dict(info, cfg.data)
-        if cfg.train_subset:
+        if getattr(cfg, "train_subset_per_class", None):  # few labels, every class present
+            from largekernel.pretrain.fewlabel import first_per_class
+
+            train_set = Subset(train_set, first_per_class(train_set, cfg.train_subset_per_class))
+        elif cfg.train_subset:
             train_set = Subset(train_set, range(min(cfg.train_subset, len(train_set))))
         if cfg.eval_subset:
             eval_set = Subset(eval_set, range(min(cfg.eval_subset, len(eval_set))))
@@ -314,11 +343,22 @@ class Trainer:
             else:
                 result = accelerate(model)
                 model = result if isinstance(result, nn.Module) else model
+        else:  # accelerate=false: PyTorch's own layers everywhere (also in largekernel's own models)
+            from largekernel.nn.acceleration import to_torch_convs
+
+            to_torch_convs(model)
         model.to(self.device)
         self.raw_model = model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.ddp_model = model  # DDP's no_sync() lives here, not on a compiled wrapper
+        self._compile_engine_before: bool | None = None
+        if getattr(cfg, "compile", False):
+            from largekernel.ops.custom_op import compile_engine_enabled
+
+            self._compile_engine_before = compile_engine_enabled()  # restored by close()
+            model = compile_model(model, engine=cfg.accelerate)
         self.model = model
         self.num_params = sum(p.numel() for p in self.raw_model.parameters())
 
@@ -327,6 +367,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, lr=cfg.lr,
                                          weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                          betas=tuple(cfg.betas))
+        if getattr(cfg, "layer_decay", None):  # fine-tuning: smaller steps for earlier blocks
+            from largekernel.pretrain.layer_decay import apply_layer_decay
+
+            apply_layer_decay(self.optimizer, self.raw_model, cfg.layer_decay)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(
             cfg.warmup_epochs * self.steps_per_epoch)
         self.schedule = WarmupCosineSchedule(self.optimizer, base_lr=cfg.lr, total_steps=self.total_steps,
@@ -488,7 +532,7 @@ class Trainer:
             soft = None
             if self.mixup.active:
                 x, soft = self.mixup(x, y)
-            sync_ctx = (self.model.no_sync() if self.dist.enabled and micro != accum - 1
+            sync_ctx = (self.ddp_model.no_sync() if self.dist.enabled and micro != accum - 1
                         else contextlib.nullcontext())
             with sync_ctx:
                 with _autocast(self.device, cfg.amp):
@@ -535,6 +579,79 @@ class Trainer:
                               self.data_info["num_classes"], self.device, self.cfg.amp,
                               distributed=self.dist.enabled)
 
+    # ---------------------------------------------------------- task hooks
+    # A task trainer (segmentation: Dice instead of top-1) overrides these, not the loop around them.
+    def _eval_record(self) -> dict[str, Any]:
+        """The evaluation fields of an epoch record (called on the epochs that evaluate)."""
+        metrics = self.evaluate()
+        record = {"eval_loss": metrics["loss"], "eval_top1": metrics["top1"], "eval_top5": metrics["top5"]}
+        if self.ema is not None:
+            record["ema_top1"] = self.evaluate(self.ema.module)["top1"]
+        return record
+
+    def _epoch_line(self, record: dict[str, Any]) -> list[str]:
+        """The evaluation parts of the per-epoch log line."""
+        parts = []
+        if "eval_top1" in record:
+            parts.append(f"eval top-1 {100 * record['eval_top1']:.2f}%")
+        if "ema_top1" in record:
+            parts.append(f"EMA {100 * record['ema_top1']:.2f}%")
+        return parts
+
+    def _score(self, metrics: dict[str, Any]) -> float:
+        """Higher is better: decides between the EMA and the raw weights on a validation split."""
+        return metrics["top1"]
+
+    def _summary_head(self) -> dict[str, Any]:
+        """Keys placed first in the run summary (``metrics.json``)."""
+        return {}
+
+    def _deploy_metadata(self, final: dict[str, Any], chosen_name: str) -> dict[str, Any]:
+        """Metadata stored with the deploy checkpoint."""
+        return {"data": self.data_info, "metrics": {"top1": final["top1"], "top5": final["top5"]},
+                "weights": chosen_name}
+
+    def _write_plots(self, final: dict[str, Any]) -> None:
+        from largekernel.train.plots import plot_confusion, plot_curves
+
+        plot_curves(self.history, self.out_dir / "curves.png")
+        plot_confusion(final["confusion_matrix"], self.data_info["class_names"], self.out_dir / "confusion_matrix.png")
+
+    def _model_label(self) -> str:
+        """The model row of the end-of-run table."""
+        return self.model_config["name"]
+
+    def _metric_rows(self, final: dict[str, Any]) -> list[tuple[str, str]]:
+        """The metric rows of the end-of-run table."""
+        split = self.cfg.eval_split
+        return [(f"{split} top-1", f"{100 * final['top1']:.2f} %"), (f"{split} top-5", f"{100 * final['top5']:.2f} %"),
+                (f"{split} loss", f"{final['loss']:.4f}")]
+
+    def _summary_details(self, final: dict[str, Any]) -> str | None:
+        """Text logged below the end-of-run table (e.g. per-class scores)."""
+        return None
+
+    def _log_summary(self, final: dict[str, Any], chosen_name: str) -> None:
+        """The end-of-run table."""
+        cfg = self.cfg
+        rows = [
+            ("model", f"{self._model_label()} ({self.num_params / 1e6:.3f}M params)"),
+            ("data", f"{self.data_info['spec']} ({len(self.train_set)} train / {len(self.eval_set)} "
+                     f"{cfg.eval_split})"),
+            ("steps / epochs", f"{self.step} / {self.epoch}"),
+            ("train time", f"{self.train_seconds:.1f} s"),
+            ("weights", chosen_name),
+            *self._metric_rows(final),
+            ("output", str(self.out_dir)),
+        ]
+        details = self._summary_details(final)
+        text = format_table(rows, "training summary") + (f"\n{details}" if details else "")
+        (log.debug if cfg.quiet else log.info)("%s", text)
+
+    def _final_log_fields(self, final: dict[str, Any]) -> dict[str, Any]:
+        """Fields of the ``final`` JSON-lines record."""
+        return {"top1": final["top1"], "top5": final["top5"], "loss": final["loss"]}
+
     def _end_epoch(self) -> None:
         cfg = self.cfg
         record: dict[str, Any] = {
@@ -545,19 +662,12 @@ class Trainer:
         }
         last = self.step >= self.total_steps or self.epoch + 1 >= self.num_epochs
         if (self.epoch + 1) % cfg.eval_every == 0 or last:
-            metrics = self.evaluate()
-            record.update(eval_loss=metrics["loss"], eval_top1=metrics["top1"], eval_top5=metrics["top5"])
-            if self.ema is not None:
-                record["ema_top1"] = self.evaluate(self.ema.module)["top1"]
+            record.update(self._eval_record())
         self.history.append(record)
         self.logger.log("epoch", **record)
         if self.dist.is_main:
             parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"loss {record['train_loss']:.4f}"]
-            if "eval_top1" in record:
-                parts.append(f"eval top-1 {100 * record['eval_top1']:.2f}%")
-            if "ema_top1" in record:
-                parts.append(f"EMA {100 * record['ema_top1']:.2f}%")
-            (log.debug if cfg.quiet else log.info)("  ".join(parts))
+            (log.debug if cfg.quiet else log.info)("  ".join(parts + self._epoch_line(record)))
         self.epoch += 1
         self.batch_in_epoch = 0
         self.train_loss_sum = 0.0
@@ -639,9 +749,10 @@ class Trainer:
             # Picking weights by their score is model selection: fair on a validation split, a
             # biased result on the test split. So on `test` the EMA weights (what EMA is for) are
             # the result whatever they score; on `val` the better of the two is kept.
-            if cfg.eval_split != "val" or ema_metrics["top1"] >= final["top1"]:
+            if cfg.eval_split != "val" or self._score(ema_metrics) >= self._score(final):
                 chosen, chosen_name, final = self.ema.module, "ema", ema_metrics
         summary: dict[str, Any] = {
+            **self._summary_head(),
             "model": self.model_config,
             "data": self.data_info,
             "params": self.num_params,
@@ -659,41 +770,28 @@ class Trainer:
         if self.dist.is_main:
             out = self.out_dir
             ckpt.atomic_torch_save(self.state_dict(rng_states), out / TRAIN_CKPT_NAME)
-            metadata = {"data": self.data_info, "metrics": {"top1": final["top1"], "top5": final["top5"]},
-                        "weights": chosen_name}
             try:
-                save_deploy_checkpoint(chosen, out / DEPLOY_NAME, metadata)
+                save_deploy_checkpoint(chosen, out / DEPLOY_NAME, self._deploy_metadata(final, chosen_name))
                 summary["deploy_checkpoint"] = str(out / DEPLOY_NAME)
             except ImportError as err:  # the checkpoint module is optional at this layer
                 log.warning("deploy checkpoint not written: %s", err)
             text = json.dumps(summary, indent=2)  # serialised first: a failure leaves no partial file
             ckpt.atomic_write(out / "metrics.json", lambda f: f.write(text.encode("utf-8")))
             if cfg.plots:
-                from largekernel.train.plots import plot_confusion, plot_curves
-
-                plot_curves(self.history, out / "curves.png")
-                plot_confusion(final["confusion_matrix"], self.data_info["class_names"],
-                               out / "confusion_matrix.png")
-            rows = [
-                ("model", f"{self.model_config['name']} ({self.num_params / 1e6:.3f}M params)"),
-                ("data", f"{self.data_info['spec']} ({len(self.train_set)} train / {len(self.eval_set)} "
-                         f"{cfg.eval_split})"),
-                ("steps / epochs", f"{self.step} / {self.epoch}"),
-                ("train time", f"{self.train_seconds:.1f} s"),
-                ("weights", chosen_name),
-                (f"{cfg.eval_split} top-1", f"{100 * final['top1']:.2f} %"),
-                (f"{cfg.eval_split} top-5", f"{100 * final['top5']:.2f} %"),
-                (f"{cfg.eval_split} loss", f"{final['loss']:.4f}"),
-                ("output", str(out)),
-            ]
-            (log.debug if cfg.quiet else log.info)("%s", format_table(rows, "training summary"))
-        self.logger.log("final", self.step, top1=final["top1"], top5=final["top5"], loss=final["loss"])
+                self._write_plots(final)
+            self._log_summary(final, chosen_name)
+        self.logger.log("final", self.step, **self._final_log_fields(final))
         self.logger.close()
         barrier()
         return summary
 
     def close(self) -> None:
         self.logger.close()
+        before = getattr(self, "_compile_engine_before", None)  # subclasses may build their own model
+        if before is not None:  # accelerate(compile=True) switched it on process-wide
+            from largekernel.ops.custom_op import set_compile_engine
+
+            set_compile_engine(before)
         cleanup_distributed()
 
 

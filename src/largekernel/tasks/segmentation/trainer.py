@@ -3,13 +3,13 @@
 :class:`SegmentationTrainer` reuses everything of :class:`largekernel.train.trainer.Trainer`
 that is not about classes of whole images — data order, optimiser, schedule, EMA, AMP, DDP,
 atomic checkpoints and exact resumption — and replaces the data sets, the model (a backbone
-plus a U-Net/UNet++ decoder), the loss (Dice + CE), the evaluation (per-class Dice/IoU, sliding
-windows for volumes) and the final artefacts.
+plus a U-Net/UNet++ decoder), the loss (Dice + CE) and the evaluation (per-class Dice/IoU, sliding
+windows for volumes); the epoch end and the final artefacts are Trainer's, through its task hooks
+(``_eval_record``, ``_score``, ``_deploy_metadata``, ``_write_plots``, ``_log_summary``, ...).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -21,11 +21,10 @@ from largekernel.tasks.segmentation.evaluation import evaluate_segmentation
 from largekernel.tasks.segmentation.losses import DiceCELoss
 from largekernel.tasks.segmentation.model import build_segmentation_model
 from largekernel.tasks.segmentation.options import SegmentationOptions
-from largekernel.train import checkpointing as ckpt
 from largekernel.train.config import TrainConfig
-from largekernel.train.distributed import barrier, sync_bn_stats
+from largekernel.train.distributed import sync_bn_stats
 from largekernel.train.logging_utils import format_table
-from largekernel.train.trainer import DEPLOY_NAME, TRAIN_CKPT_NAME, Trainer, save_deploy_checkpoint
+from largekernel.train.trainer import Trainer
 
 __all__ = ["SegmentationTrainer", "train_segmentation", "format_dice_table"]
 
@@ -122,98 +121,52 @@ class SegmentationTrainer(Trainer):
                                      loss_fn=self.loss_fn, amp=self.cfg.amp, window=self.window,
                                      overlap=self.options.overlap, distributed=self.dist.enabled)
 
-    def _end_epoch(self) -> None:
-        cfg = self.cfg
-        record: dict[str, Any] = {
-            "epoch": self.epoch + 1,
-            "step": self.step,
-            "train_loss": self.train_loss_sum / max(self.train_count, 1),
-            "lr": self.optimizer.param_groups[0]["lr"],
-        }
-        last = self.step >= self.total_steps or self.epoch + 1 >= self.num_epochs
-        if (self.epoch + 1) % cfg.eval_every == 0 or last:
-            metrics = self.evaluate()
-            record.update(eval_loss=metrics["loss"], eval_mean_dice=metrics["mean_dice"],
-                          eval_dice=metrics["dice"])
-            if self.ema is not None:
-                record["ema_mean_dice"] = self.evaluate(self.ema.module)["mean_dice"]
-        self.history.append(record)
-        self.logger.log("epoch", **record)
-        if self.dist.is_main:
-            parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"loss {record['train_loss']:.4f}"]
-            if record.get("eval_mean_dice") is not None:
-                parts.append(f"eval mean Dice {100 * record['eval_mean_dice']:.2f}%")
-            if record.get("ema_mean_dice") is not None:
-                parts.append(f"EMA {100 * record['ema_mean_dice']:.2f}%")
-            (log.debug if cfg.quiet else log.info)("  ".join(parts))
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        self.train_loss_sum = 0.0
-        self.train_count = 0
-        self.save()
-
-    # --------------------------------------------------------------- artefacts
-    def _finish(self) -> dict[str, Any]:
-        cfg = self.cfg
-        final = self.evaluate()
-        chosen, chosen_name = self.raw_model, "model"
-        ema_metrics = None
+    # ------------------------------------------- hooks of Trainer's epoch end and final artefacts
+    def _eval_record(self) -> dict[str, Any]:
+        metrics = self.evaluate()
+        record = {"eval_loss": metrics["loss"], "eval_mean_dice": metrics["mean_dice"], "eval_dice": metrics["dice"]}
         if self.ema is not None:
-            ema_metrics = self.evaluate(self.ema.module)
-            # as in classification: never pick weights by their test score
-            if cfg.eval_split != "val" or (ema_metrics["mean_dice"] or 0) >= (final["mean_dice"] or 0):
-                chosen, chosen_name, final = self.ema.module, "ema", ema_metrics
-        summary: dict[str, Any] = {
-            "task": "segment",
-            "model": self.model_config,
-            "data": self.data_info,
-            "params": self.num_params,
-            "steps": self.step,
-            "epochs": self.epoch,
-            "world_size": self.dist.world_size,
-            "train_seconds": self.train_seconds,
-            "weights": chosen_name,
-            "final": final,
-            "ema": ema_metrics,
-            "history": self.history,
-            "config": cfg.to_dict(),
-        }
-        rng_states = self._gather_rng()
-        if self.dist.is_main:
-            out = self.out_dir
-            ckpt.atomic_torch_save(self.state_dict(rng_states), out / TRAIN_CKPT_NAME)
-            metadata = {"data": self.data_info, "task": "segment", "weights": chosen_name,
-                        "metrics": {"mean_dice": final["mean_dice"], "dice": final["dice"]},
-                        "segmentation": self.options.to_dict()}
-            save_deploy_checkpoint(chosen, out / DEPLOY_NAME, metadata)
-            summary["deploy_checkpoint"] = str(out / DEPLOY_NAME)
-            with open(out / "metrics.json", "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2)
-            if cfg.plots:
-                from largekernel.train.plots import plot_curves
+            record["ema_mean_dice"] = self.evaluate(self.ema.module)["mean_dice"]
+        return record
 
-                curves = [dict(h, eval_top1=h.get("eval_mean_dice")) for h in self.history]
-                plot_curves(curves, out / "curves.png")  # the accuracy panel shows mean Dice
-            mean = final["mean_dice"]
-            rows = [
-                ("model", f"{self.model_config['kwargs'].get('decoder')} on {cfg.model} "
-                          f"({self.num_params / 1e6:.3f}M params)"),
-                ("data", f"{self.data_info['spec']} ({len(self.train_set)} train / {len(self.eval_set)} "
-                         f"{cfg.eval_split})"),
-                ("steps / epochs", f"{self.step} / {self.epoch}"),
-                ("train time", f"{self.train_seconds:.1f} s"),
-                ("weights", chosen_name),
-                (f"{cfg.eval_split} mean Dice", "-" if mean is None else f"{100 * mean:.2f} %"),
-                (f"{cfg.eval_split} loss", f"{final['loss']:.4f}"),
-                ("output", str(out)),
-            ]
-            (log.debug if cfg.quiet else log.info)(
-                "%s\n%s", format_table(rows, "training summary"),
-                format_dice_table(final, self.data_info["class_names"]))
-        self.logger.log("final", self.step, mean_dice=final["mean_dice"], loss=final["loss"])
-        self.logger.close()
-        barrier()
-        return summary
+    def _epoch_line(self, record: dict[str, Any]) -> list[str]:
+        parts = []
+        if record.get("eval_mean_dice") is not None:
+            parts.append(f"eval mean Dice {100 * record['eval_mean_dice']:.2f}%")
+        if record.get("ema_mean_dice") is not None:
+            parts.append(f"EMA {100 * record['ema_mean_dice']:.2f}%")
+        return parts
+
+    def _score(self, metrics: dict[str, Any]) -> float:
+        return metrics["mean_dice"] or 0  # None when no class is present anywhere
+
+    def _summary_head(self) -> dict[str, Any]:
+        return {"task": "segment"}
+
+    def _deploy_metadata(self, final: dict[str, Any], chosen_name: str) -> dict[str, Any]:
+        return {"data": self.data_info, "task": "segment", "weights": chosen_name,
+                "metrics": {"mean_dice": final["mean_dice"], "dice": final["dice"]},
+                "segmentation": self.options.to_dict()}
+
+    def _write_plots(self, final: dict[str, Any]) -> None:
+        from largekernel.train.plots import plot_curves
+
+        curves = [dict(h, eval_top1=h.get("eval_mean_dice")) for h in self.history]
+        plot_curves(curves, self.out_dir / "curves.png")  # the accuracy panel shows mean Dice
+
+    def _model_label(self) -> str:
+        return f"{self.model_config['kwargs'].get('decoder')} on {self.cfg.model}"
+
+    def _metric_rows(self, final: dict[str, Any]) -> list[tuple[str, str]]:
+        split, mean = self.cfg.eval_split, final["mean_dice"]
+        return [(f"{split} mean Dice", "-" if mean is None else f"{100 * mean:.2f} %"),
+                (f"{split} loss", f"{final['loss']:.4f}")]
+
+    def _summary_details(self, final: dict[str, Any]) -> str | None:
+        return format_dice_table(final, self.data_info["class_names"])
+
+    def _final_log_fields(self, final: dict[str, Any]) -> dict[str, Any]:
+        return {"mean_dice": final["mean_dice"], "loss": final["loss"]}
 
 
 def train_segmentation(cfg: TrainConfig, **kwargs: Any) -> dict[str, Any]:
