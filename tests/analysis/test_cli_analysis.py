@@ -64,14 +64,18 @@ def test_bad_input_exits_2_naming_the_argument(tmp_path, checkpoints, caplog):
         (["profile", str(junk), "-o", str(tmp_path / "x")], "MODEL"),
         (["profile", "unireplknet_a", "--input", "1x3x", "-o", str(tmp_path / "x")], "--input"),
         (["profile", "no_such_model", "-o", str(tmp_path / "x")], "MODEL"),
+        (["profile", "unireplknet_a", "--input", "1x3x16x16", "-o", str(tmp_path / "x")], "--input"),
         (["experiment", "kernel-size", "--kernel-sizes", "4", "--output", str(tmp_path / "x")], "--kernel-sizes"),
         (["experiment", "kernel-size", "--data", "nope", "--output", str(tmp_path / "x")], "--data"),
+        (["experiment", "kernel-size", "--threshold", "0.4", "--output", str(tmp_path / "x")], "--threshold"),
+        (["experiment", "kernel-size", "--force", "--cached-only", "--output", str(tmp_path / "x")], "--cached-only"),
     ]
     for argv, name in cases:
         caplog.clear()
         assert main(argv) == 2, argv
         assert name in caplog.text, (argv, caplog.text)
         assert "Traceback" not in caplog.text
+        assert len(caplog.text) < 600, caplog.text  # one readable line, not a page of torch's text
 
 
 def test_kernels_command_compares_train_and_deploy(tmp_path, checkpoints, capsys):
@@ -95,3 +99,15 @@ def test_profile_command(tmp_path, checkpoints, capsys):
         largekernel.reparameterize(largekernel.create_model_from(train_path).eval()), (1, 3, 32, 32))
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert "efficiency gap" in capsys.readouterr().out
+
+
+def test_commands_show_progress_bars(tmp_path, checkpoints, capsys):
+    # kernels: a bar over the layers; erf: one over the models when there are several, and one
+    # over the batches of each ERF when there is more than one batch
+    train_path, deploy_path = checkpoints
+    assert main(["kernels", str(train_path), "--max-filters", "2", "-o", str(tmp_path / "k")]) == 0
+    assert "kernel stats" in capsys.readouterr().err
+    assert main(["erf", str(train_path), "--compare", str(deploy_path), "--num-images", "3", "--batch-size", "2",
+                 "--image-size", "32", "-o", str(tmp_path / "e")]) == 0
+    err = capsys.readouterr().err
+    assert "models" in err and "ERF" in err

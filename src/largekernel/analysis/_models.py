@@ -83,7 +83,11 @@ def resolve_model(target: nn.Module | str | Path, model_kwargs: Mapping[str, Any
         try:
             loaded = load_trained_model(path)
         except (ValueError, KeyError, TypeError, OSError) as err:
-            raise ValueError(f"{arg} {str(target)!r} is not a model checkpoint: {err}") from None
+            # the loader's reason, first line only (torch's unpickling errors run to a page)
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise ValueError(f"{arg} {str(target)!r} is not a model checkpoint (expected a run directory, a "
+                             f"training .pt or a deploy .safetensors): {reason}") from None
         name = (loaded.model_config or {}).get("name") or type(loaded.model).__name__
         label = path.name if path.is_dir() else path.stem
         return ResolvedModel(loaded.model, f"{name} ({label})", str(loaded.source), loaded.data_info,

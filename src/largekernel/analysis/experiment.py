@@ -5,7 +5,9 @@ every block's depthwise mixer a ``K x K`` conv) is trained with :func:`largekern
 then the effective receptive field of the trained model (RepLKNet's area ratios, averaged over
 test images) is measured. Each run's result is cached as ``<output>/<data>/k<K>/result.json``
 together with the exact config it came from, so re-running the experiment only trains what is
-missing or whose config changed. The collected results are plotted against ``K``: test accuracy,
+missing or whose config changed (configs are compared option by option, an option the trainer
+gained since counting as its default), and continues an interrupted run from its last training
+checkpoint when that checkpoint's config matches. The collected results are plotted against ``K``: test accuracy,
 ERF area ratio and training time per step (the CPU time of one step on one thread, measured
 separately so that it does not depend on how busy the machine was during training).
 """
@@ -86,28 +88,100 @@ def _run_config(base: Path, data: str, k: int, overrides: Sequence[str]):
     return apply_overrides(cfg, [*overrides, f"data={data}", f"model_kwargs.kernel_sizes={sizes}"])
 
 
+#: Config keys that do not change what a run trains (where it writes, how it reports, resuming).
+_NOT_TRAINING = ("output", "quiet", "resume")
+_MISSING = object()
+
+
+def _training_config(cfg: Any) -> dict[str, Any]:
+    """``cfg`` as plain data without the keys in :data:`_NOT_TRAINING`."""
+    out = cfg.to_dict()
+    for key in _NOT_TRAINING:
+        out.pop(key, None)
+    return out
+
+
 def _fingerprint(cfg_dict: dict[str, Any], extra: dict[str, Any]) -> str:
     text = json.dumps({"config": cfg_dict, **extra}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _prepare_run_dir(run_dir: Path, fingerprint: str, force: bool) -> bool:
-    """Mark ``run_dir`` with the run's fingerprint; True if an interrupted run of it can be resumed.
+def same_training(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two training-config dicts describe the same run.
 
-    A run stopped by SIGINT/SIGTERM leaves a checkpoint; the same command continues it. Checkpoints
-    of a different config (or with ``force``) are deleted so that they can never be resumed.
+    A key present in only one of them counts as that key's current default, so that options added
+    to :class:`~largekernel.train.config.TrainConfig` after a run was cached or interrupted (with
+    a default that keeps the old behaviour) do not invalidate it; a key that no longer exists
+    matches nothing. Keys in :data:`_NOT_TRAINING` are ignored.
+
+    Example:
+        >>> same_training({"epochs": 30}, {"epochs": 30, "ema": False})
+        True
+    """
+    from largekernel.train.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+
+    def norm(d: dict[str, Any], key: str) -> Any:
+        value = d.get(key, defaults.get(key, _MISSING))
+        # tuples and lists (YAML vs dataclass), ints and floats compare as JSON does
+        return value if value is _MISSING else json.dumps(value, sort_keys=True, default=str)
+
+    for key in (set(a) | set(b)) - set(_NOT_TRAINING):
+        va, vb = norm(a, key), norm(b, key)
+        if va is _MISSING or vb is _MISSING or va != vb:
+            return False
+    return True
+
+
+def _cached_result(cache: Path, cfg_dict: dict[str, Any], erf_extra: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached result in ``cache`` if it was made by the same training and ERF settings."""
+    if not cache.is_file():
+        return None
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    config = cached.get("config") if isinstance(cached, dict) else None
+    if not isinstance(config, dict):
+        return None
+    # the stored fingerprint covers the stored config and the ERF settings: recomputing it with
+    # today's ERF settings checks those (and that the file was not edited by hand) ...
+    if cached.get("fingerprint") != _fingerprint(config, erf_extra):
+        return None
+    # ... while the config itself is compared key by key, tolerating options added since
+    return cached if same_training(config, cfg_dict) else None
+
+
+def _prepare_run_dir(run_dir: Path, cfg_dict: dict[str, Any], force: bool) -> bool:
+    """Make ``run_dir``; True if it holds an interrupted run of the same config to continue.
+
+    A run stopped by SIGINT/SIGTERM (or killed after a checkpoint) leaves a training checkpoint
+    that records its config; the same command continues it. Checkpoints of another config (or
+    all of them, with ``force``) are deleted so that they can never be resumed.
     """
     from largekernel.train import checkpointing as ckpt
 
-    marker = run_dir / "fingerprint.txt"
-    same = marker.is_file() and marker.read_text(encoding="utf-8").strip() == fingerprint
-    resumable = same and not force and ckpt.latest_checkpoint(run_dir) is not None
-    if not resumable and (run_dir / ckpt.CHECKPOINT_DIR).is_dir():
-        shutil.rmtree(run_dir / ckpt.CHECKPOINT_DIR)
+    latest = ckpt.latest_checkpoint(run_dir) if (run_dir / ckpt.CHECKPOINT_DIR).is_dir() else None
+    resumable = False
+    if latest is not None and not force:
+        try:
+            saved = ckpt.load_training_checkpoint(latest)["config"]
+        except (ValueError, KeyError, OSError) as err:
+            log.warning("cannot read %s (%s); starting %s again", latest, err, run_dir)
+        else:
+            resumable = same_training(saved, cfg_dict)
+            if not resumable:
+                log.info("the checkpoints in %s are of another config; starting again", run_dir)
+    if not resumable:
+        if (run_dir / ckpt.CHECKPOINT_DIR).is_dir():
+            shutil.rmtree(run_dir / ckpt.CHECKPOINT_DIR)
+        # the trainer appends to its event log: a fresh run must not continue a discarded one's
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    (run_dir / "fingerprint.txt").unlink(missing_ok=True)  # marker of older versions, unused now
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n", encoding="utf-8")
     if resumable:
-        log.info("resuming the interrupted run in %s", run_dir)
+        log.info("resuming the interrupted run in %s (%s)", run_dir, latest.name)
     return resumable
 
 
@@ -155,6 +229,7 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
                                datasets: Sequence[str] = DEFAULT_DATASETS, overrides: Sequence[str] = (),
                                quick: bool = False, base_config: str | Path | None = None,
                                erf_images: int = 16, erf_stage: int = -1, force: bool = False,
+                               cached_only: bool = False, threshold: float = 0.5,
                                progress: bool = True) -> ExperimentResult:
     """Train the same-depth network with each kernel size on each data set (cached), measure ERFs.
 
@@ -168,6 +243,10 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
         erf_images: Test images averaged for each ERF.
         erf_stage: Stage whose central unit defines the ERF.
         force: Re-train even when a cached result with the same config exists.
+        cached_only: Train nothing: collect, tabulate and plot only the runs already cached
+            (the missing ones are listed in ``result.meta["missing"]``), e.g. to report a
+            partial experiment.
+        threshold: ERF area-ratio threshold drawn in ``kernel_size.png``.
         progress: Progress bars (training epochs, runs).
 
     Returns:
@@ -176,6 +255,7 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
     Example:
         >>> # run_kernel_size_experiment("runs/ks", quick=True, datasets=["digits"])
     """
+    from largekernel.analysis.erf import DEFAULT_THRESHOLDS as ERF_THRESHOLDS
     from largekernel.analysis.erf import erf
     from largekernel.analysis.plotting import progress_bar
     from largekernel.train import train
@@ -187,6 +267,10 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
         raise ValueError(f"datasets must be a non-empty list of data-set specs, got {datasets!r}")
     if isinstance(erf_images, bool) or not isinstance(erf_images, int) or erf_images < 1:
         raise ValueError(f"erf_images must be a positive int, got {erf_images!r}")
+    if f"{threshold:g}" not in {f"{t:g}" for t in ERF_THRESHOLDS}:
+        raise ValueError(f"threshold must be one of {list(ERF_THRESHOLDS)}, got {threshold!r}")
+    if force and cached_only:
+        raise ValueError("force and cached_only exclude each other")
     from largekernel.data import dataset_info
 
     for data in datasets:
@@ -198,32 +282,30 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
     out.mkdir(parents=True, exist_ok=True)
     all_overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
     jobs = [(data, k) for data in datasets for k in ks]
-    runs = []
+    runs, missing = [], []
     for data, k in progress_bar(jobs, total=len(jobs), desc="kernel-size runs", disable=not progress):
         run_dir = out / data.replace(":", "_").replace("/", "_") / f"k{k}"
         cfg = _run_config(base, data, k, all_overrides)
-        cfg_dict = cfg.to_dict()
-        cfg_dict.pop("output", None)
-        cfg_dict.pop("quiet", None)
-        fingerprint = _fingerprint(cfg_dict, {"erf_images": erf_images, "erf_stage": erf_stage})
+        cfg_dict = _training_config(cfg)
+        erf_extra = {"erf_images": erf_images, "erf_stage": erf_stage}
         cache = run_dir / RESULT_NAME
-        if cache.is_file() and not force:
-            try:
-                cached = json.loads(cache.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                cached = {}
-            if cached.get("fingerprint") == fingerprint:
-                log.info("kernel size %d on %s: cached (%s)", k, data, cache)
-                if "cpu_seconds_per_step" not in cached:  # results cached before this field existed
-                    cached["cpu_seconds_per_step"] = step_cpu_seconds(cfg)
-                    cache.write_text(json.dumps(cached, indent=2), encoding="utf-8")
-                runs.append(cached)
-                continue
+        cached = None if force else _cached_result(cache, cfg_dict, erf_extra)
+        if cached is not None:
+            log.info("kernel size %d on %s: cached (%s)", k, data, cache)
+            if "cpu_seconds_per_step" not in cached:  # results cached before this field existed
+                cached["cpu_seconds_per_step"] = step_cpu_seconds(cfg)
+                cache.write_text(json.dumps(cached, indent=2), encoding="utf-8")
+            runs.append(cached)
+            continue
+        if cached_only:
+            log.warning("kernel size %d on %s: no cached result for this config; skipped", k, data)
+            missing.append({"data": data, "kernel_size": k})
+            continue
         log.info("kernel size %d on %s: training -> %s", k, data, run_dir)
         from largekernel.train import apply_overrides
 
         cfg = apply_overrides(cfg, [f"output={run_dir}", f"quiet={'false' if progress else 'true'}",
-                                    f"resume={'true' if _prepare_run_dir(run_dir, fingerprint, force) else 'false'}"])
+                                    f"resume={'true' if _prepare_run_dir(run_dir, cfg_dict, force) else 'false'}"])
         summary = train(cfg)
         steps = max(1, int(summary["steps"]))
         loaded = load_trained_model(run_dir)
@@ -234,7 +316,8 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
             "steps": steps, "epochs": summary.get("epochs"), "train_seconds": float(summary["train_seconds"]),
             "seconds_per_step": float(summary["train_seconds"]) / steps,
             "cpu_seconds_per_step": step_cpu_seconds(cfg), "params": summary.get("params"),
-            "erf": field_.to_dict(), "run_dir": str(run_dir), "fingerprint": fingerprint, "config": cfg_dict,
+            "erf": field_.to_dict(), "run_dir": str(run_dir), "fingerprint": _fingerprint(cfg_dict, erf_extra),
+            "config": cfg_dict,
         }
         field_.plot(run_dir / "erf.png")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -242,11 +325,11 @@ def run_kernel_size_experiment(output: str | Path, *, kernel_sizes: Sequence[int
         runs.append(result)
     result = ExperimentResult(runs, out, ks, tuple(datasets),
                               {"quick": quick, "overrides": list(all_overrides), "base_config": str(base),
-                               "erf_images": erf_images, "erf_stage": erf_stage})
+                               "erf_images": erf_images, "erf_stage": erf_stage, "missing": missing})
     from largekernel.bench.report import write_json
 
     write_json(out / "kernel_size.json", result.to_dict())
-    plot_kernel_size_experiment(result, out / "kernel_size.png")
+    plot_kernel_size_experiment(result, out / "kernel_size.png", threshold)
     return result
 
 

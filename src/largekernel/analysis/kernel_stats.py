@@ -172,13 +172,14 @@ def filter_stats(weight: torch.Tensor, *, name: str = "", groups: int = 1, zero_
 
 
 def kernel_stats(model: nn.Module, *, min_kernel: int = 2, layers: Sequence[str] | None = None,
-                 **options: Any) -> list[LayerStats]:
+                 progress: bool = False, **options: Any) -> list[LayerStats]:
     """:func:`filter_stats` of every convolution in ``model`` (module order).
 
     Args:
         model: Any model, in training or deploy form.
         min_kernel: Skip convolutions whose largest kernel side is smaller (default 2: no 1x1).
         layers: Only these module names (raises if one is not a convolution of the model).
+        progress: Show a progress bar over the layers (large models take seconds).
         **options: ``zero_tol``, ``dup_tol``, ``max_filters``, ``seed`` for :func:`filter_stats`.
 
     Example:
@@ -198,6 +199,10 @@ def kernel_stats(model: nn.Module, *, min_kernel: int = 2, layers: Sequence[str]
             raise ValueError(f"layers: {missing} are not convolutions of the model (e.g. "
                              f"{', '.join(list(by_name)[:5])})")
         found = [(name, by_name[name]) for name in layers]
+    if progress:
+        from largekernel.analysis.plotting import progress_bar
+
+        found = progress_bar(found, total=len(found), desc="kernel stats")
     return [filter_stats(conv.weight, name=name, groups=conv.groups, **options) for name, conv in found]
 
 

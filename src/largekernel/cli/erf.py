@@ -109,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
         variants = [(t, None if _is_path(t) else kwargs, None) for t in targets]
     png, js = output_paths(args.output, ".png", ".json")
     results, summaries = [], []
-    for target, target_kwargs, label in variants:
+    from largekernel.analysis.plotting import progress_bar
+
+    # one bar over the models when there are several (each ERF adds its own over the batches)
+    for target, target_kwargs, label in progress_bar(variants, total=len(variants), desc="models",
+                                                     disable=len(variants) < 2):
         torch.manual_seed(args.seed)
         resolved = resolve_model(target, target_kwargs, arg="MODEL")
         if label:

@@ -14,9 +14,11 @@ _EXAMPLE = """examples:
   largekernel experiment kernel-size --quick --output runs/ks_quick
   largekernel experiment kernel-size --kernel-sizes 3,7,13,31 --data pathfinder32-easy,digits epochs=20
   largekernel experiment kernel-size --data digits epochs=10 seed=1
+  largekernel experiment kernel-size --cached-only     # table and plot of what has finished so far
 
 every run is cached in OUTPUT/<data>/k<K>/result.json with its config; re-running only trains what
-is missing. Writes OUTPUT/kernel_size.png (accuracy, ERF area ratio, time per step vs K) and
+is missing, and continues a run that was interrupted (Ctrl-C, SIGTERM, a crash after a
+checkpoint) where it stopped. Writes OUTPUT/kernel_size.png (accuracy, ERF area ratio, time per step vs K) and
 OUTPUT/kernel_size.json."""
 
 
@@ -39,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ks.add_argument("--erf-images", type=int, default=16, help="test images averaged per ERF")
     ks.add_argument("--threshold", type=float, default=0.5, help="ERF area-ratio threshold in the table/plot")
     ks.add_argument("--force", action="store_true", help="re-train even if a cached result matches")
+    ks.add_argument("--cached-only", action="store_true",
+                    help="train nothing: table and plot of the runs already cached (lists the missing ones)")
     ks.add_argument("--output", default="runs/kernel_size", help="output directory")
     ks.set_defaults(func=run_kernel_size)
     parser.set_defaults(func=lambda args: _missing(parser))
@@ -66,6 +70,10 @@ def run_kernel_size(args: argparse.Namespace) -> int:
         raise UsageError("--data must name at least one data set")
     if args.erf_images < 1:
         raise UsageError(f"--erf-images must be positive, got {args.erf_images}")
+    if args.threshold not in (0.2, 0.3, 0.5, 0.99):
+        raise UsageError(f"--threshold must be one of 0.2, 0.3, 0.5, 0.99, got {args.threshold:g}")
+    if args.force and args.cached_only:
+        raise UsageError("--force and --cached-only exclude each other")
     from largekernel.data import dataset_info
 
     for spec in datasets:
@@ -78,9 +86,14 @@ def run_kernel_size(args: argparse.Namespace) -> int:
     try:
         result = run_kernel_size_experiment(args.output, kernel_sizes=ks, datasets=datasets,
                                             overrides=args.overrides, quick=args.quick, base_config=args.config,
-                                            erf_images=args.erf_images, force=args.force)
+                                            erf_images=args.erf_images, force=args.force,
+                                            cached_only=args.cached_only, threshold=args.threshold)
     except TrainingInterrupted as err:
         log.warning("%s; run the same command again to continue", err)
         return 128 + int(err.signum)
     sys.stdout.write(result.table(args.threshold) + "\n")
+    missing = result.meta.get("missing") or []
+    if missing:
+        sys.stdout.write("not run yet (no cached result): " + ", ".join(
+            f"{m['data']} K={m['kernel_size']}" for m in missing) + "\n")
     return 0

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     png, energy_png, js, cmp_png = output_paths(args.output, ".png", "_energy.png", ".json", "_compare.png")
     first = _load(args.target, kwargs, args.deploy, args.seed)
     try:
-        stats = kernel_stats(first.model, min_kernel=args.min_kernel, layers=layers, **options)
+        stats = kernel_stats(first.model, min_kernel=args.min_kernel, layers=layers, progress=True, **options)
     except ValueError as err:
         raise UsageError(f"--layers: {err}") if layers else err from None
     if not stats:

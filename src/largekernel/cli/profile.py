@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         info = resolved.data_info or {}
         side = int(info.get("image_size") or 224)
         size = (1, int(info.get("in_chans") or 3), side, side)
+    _check_input_covers_stride(resolved, size)
     try:
         profile = profile_model(resolved.model, size, train=args.train, deploy=args.deploy,
                                 accelerate=not args.no_accelerate, repeats=args.repeats, warmup=args.warmup,
@@ -99,3 +100,19 @@ def run(args: argparse.Namespace) -> int:
     ]
     sys.stdout.write("\n".join(out) + "\n")
     return 0
+
+
+def _check_input_covers_stride(resolved, size: tuple[int, ...]) -> None:
+    """An image smaller than the model's total stride runs, but on 1 x 1 maps padded from nothing."""
+    from largekernel.analysis._models import stage_reduction
+    from largekernel.cli import UsageError
+
+    if len(size) != 4:
+        return
+    try:
+        stride = stage_reduction(resolved.model, -1)
+    except ValueError:  # no stages (not an image backbone): nothing to check
+        return
+    if min(size[2:]) < stride:
+        raise UsageError(f"--input {'x'.join(map(str, size))}: the image is smaller than {resolved.label}'s "
+                         f"total stride {stride}; use H and W of at least {stride}")
