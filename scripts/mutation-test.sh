@@ -85,6 +85,7 @@ mutmut results --all true > "$work/mutmut-results.txt" || mutmut results > "$wor
 python - "$work/mutmut-results.txt" <<'PY'
 """Print the kill rate per module from `mutmut results`."""
 import collections
+import re
 import sys
 
 counts = collections.defaultdict(collections.Counter)
@@ -92,7 +93,8 @@ for line in open(sys.argv[1], encoding="utf-8"):
     if ":" not in line:
         continue
     name, status = (part.strip() for part in line.rsplit(":", 1))
-    module = name.split(".x_")[0]  # mutant names look like pkg.module.x_function__mutmut_3
+    # mutant names look like pkg.module.x_function__mutmut_3 or pkg.module.xǁClassǁmethod__mutmut_3
+    module = re.split(r"\.x(?:_|ǁ)", name, maxsplit=1)[0]
     counts[module][status] += 1
 for module, c in sorted(counts.items()):
     total = sum(c.values())

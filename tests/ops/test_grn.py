@@ -211,3 +211,25 @@ def test_accelerated_unireplknet_block_runs_fused_grn_with_same_gradients():
     block(x).square().sum().backward()
     for (name, p), q in zip(block.named_parameters(), fast.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_cpu_tensors_work_under_another_default_device():
+    """The compiled kernels allocate on the CPU, not on torch's default device (e.g. meta)."""
+    from largekernel.ops import conv
+
+    x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
+    w = torch.randn(16, 1, 7, 7, dtype=torch.float64)
+    h = torch.randn(2, 9, 9, 16, dtype=torch.float64)
+    gamma = torch.randn(16, dtype=torch.float64)
+    expected_conv = torch.nn.functional.conv2d(x, w, padding=3, groups=16)
+    expected_grn = grn_reference(h, gamma, None)
+    if not NATIVE:
+        pytest.skip(f"compiled kernels unavailable: {cpu_kernels.disable_reason()}")
+    from largekernel.ops import force_impl
+
+    with torch.device("meta"), force_impl(forward="kernels"), record_impls() as steps:
+        got_conv = conv(x, w, padding=3, groups=16)
+        got_grn = grn(h, gamma)
+    assert [s.impl for s in steps] == ["kernels", "kernels"]
+    torch.testing.assert_close(got_conv, expected_conv)
+    torch.testing.assert_close(got_grn, expected_grn)

@@ -256,7 +256,7 @@ def explain(
         args = _sym_args(args)
     if dev.type == "cpu":
         # zero-memory CPU stand-in (expanded scalar) so availability checks see a real CPU tensor
-        probe = torch.zeros((), dtype=dtype).expand(x.shape)
+        probe = torch.zeros((), dtype=dtype, device="cpu").expand(x.shape)
     else:
         probe = _DeviceProbe(x, dev)
     return choose_plan_for_explain(probe, w, args, requires_grad)

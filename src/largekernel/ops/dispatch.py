@@ -259,7 +259,7 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     why = [f"depthwise-like {nd}-D conv (groups={args.groups}, {args.in_per_group} in-ch/group, "
            f"{args.out_per_group} out-ch/group), kernel extent {k}"]
     # the compiled kernels see the compute dtype (half types are computed in float32)
-    xk = x if cdt == x.dtype else torch.zeros((), dtype=cdt).expand(tuple(x.shape))
+    xk = x if cdt == x.dtype else torch.zeros((), dtype=cdt, device=x.device).expand(tuple(x.shape))
     kern_fwd = native.kernels_forward_ok(xk, weight_shape, args)
     kern_gw = native.kernels_grad_weight_ok(xk, weight_shape, args)
     is_cl = _is_channels_last(x)

@@ -264,7 +264,7 @@ def _ws_take(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
                 del _ws_free[key]
             _ws_bytes -= buf.nbytes
             return buf.view(tuple(shape))
-    return torch.empty(tuple(shape), dtype=dtype)
+    return torch.empty(tuple(shape), dtype=dtype, device="cpu")  # never torch's default device
 
 
 def _ws_give(*bufs: torch.Tensor) -> None:
@@ -473,7 +473,7 @@ def depthwise_grad_weight(
     if not supports(x, weight_shape, geo.stride, geo.dilation):
         return _fallback_grad_weight(x, grad_output, geo)
     if geo.n == 0 or geo.c == 0:
-        return torch.zeros(weight_shape, dtype=x.dtype)
+        return torch.zeros(weight_shape, dtype=x.dtype, device="cpu")
     lib = _library()
     assert lib is not None  # supports() checked it
     grad_output = grad_output.to(x.dtype)
@@ -492,7 +492,7 @@ def depthwise_grad_weight(
     try:
         cb = xp.shape[1]
         kd, kh, kw = geo.k3
-        gw = torch.empty((cb, kd, kh, kw, lanes), dtype=x.dtype)
+        gw = torch.empty((cb, kd, kh, kw, lanes), dtype=x.dtype, device="cpu")
         params, ntasks = _gw_partition(cb, geo)
         params = _i64([*xp.shape[:5], *geo.o3, *geo.k3, *geo.s3, *geo.d3, *params, *g_strides])
         fn = getattr(lib, "gw_tasks_" + _SUFFIX[x.dtype])
@@ -502,7 +502,7 @@ def depthwise_grad_weight(
         del gp
         _ws_give(*owned)
         del owned, xp
-    out = torch.empty((geo.c, 1, *geo.kernel), dtype=x.dtype)
+    out = torch.empty((geo.c, 1, *geo.kernel), dtype=x.dtype, device="cpu")
     # gw is (CB, KD, KH, KW, VL) = blocked with N = 1; out viewed as (1, C, *K)
     return _unpack(lib, gw.unsqueeze(0), out.view(1, geo.c, *geo.kernel)).view(geo.c, 1, *geo.kernel)
 
@@ -573,7 +573,7 @@ def depthwise_forward(
         fmt = torch.channels_last
     elif geo.dims == 3 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
         fmt = torch.channels_last_3d
-    out = torch.empty((geo.n, geo.c, *geo.out_spatial), dtype=x.dtype, memory_format=fmt)
+    out = torch.empty((geo.n, geo.c, *geo.out_spatial), dtype=x.dtype, device="cpu", memory_format=fmt)
     _unpack(lib, yb, out)
     _ws_give(yb)
     return out

@@ -59,8 +59,8 @@ def reduce(
     """
     lib = _library()
     n, s, c = a.shape
-    out_ab = torch.empty((n, c), dtype=torch.float64)
-    out_a = torch.empty((n, c), dtype=torch.float64) if with_sum else None
+    out_ab = torch.empty((n, c), dtype=torch.float64, device="cpu")
+    out_a = torch.empty((n, c), dtype=torch.float64, device="cpu") if with_sum else None
     lanes = _LANES[a.dtype]
     blocks = -(-c // lanes)
     fn = getattr(lib, "rows_reduce_" + _SUFFIX[a.dtype])
