@@ -464,10 +464,6 @@ def _embedded_metadata(path: pathlib.Path) -> dict:
         raise CheckpointError(f"cannot read {path}: {_one_line(exc)}") from None
 
 
-def _read_config(path: pathlib.Path) -> dict:
-    return read_checkpoint_document(path)
-
-
 def _shape_problems(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[str], list[str], list[str]]:
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(own) - set(shapes))
