@@ -8,7 +8,11 @@ as errors above half an ulp.
 
 from __future__ import annotations
 
+import copy
+from typing import Callable
+
 import torch
+from torch import nn
 
 _SIGNIFICAND_BITS = {torch.float16: 11, torch.bfloat16: 8}
 _MIN_EXPONENT = {torch.float16: -14, torch.bfloat16: -126}  # below it: subnormals, fixed spacing
@@ -29,3 +33,30 @@ def assert_rounded_once(value: torch.Tensor, ref64: torch.Tensor, magnitude: tor
     err = (value.double() - ref64).abs()
     bound = 0.5 * ulp + 8 * 2.0**-24 * magnitude  # a few float32 operations on terms of this size
     assert bool((err <= bound).all()), f"max error {(err / ulp).max().item():.3f} ulp"
+
+
+def assert_half_fusion_rounds_once(
+    module: nn.Module, fused64: Callable, fused_conv: Callable[[nn.Module], nn.Module]
+) -> None:
+    """``module.get_kernel_bias()`` is its exact float64 fusion rounded once, and reparameterising
+    installs exactly that pair.
+
+    Args:
+        module: A reparameterisable block in eval mode, already converted to a half dtype.
+        fused64: ``module -> (kernel64, bias64, kernel_magnitude, bias_magnitude)``, the independent
+            float64 fold of the test.
+        fused_conv: Returns the fused conv of a reparameterised copy of ``module``.
+    """
+    dtype = next(module.parameters()).dtype
+    ref_k, ref_b, mag_k, mag_b = fused64(module)
+    with torch.no_grad():
+        k, b = module.get_kernel_bias()
+    # the same dtype as the block, so the pair can be used with its inputs directly
+    assert k.dtype == dtype and b.dtype == dtype
+    assert_rounded_once(k, ref_k, mag_k)
+    assert_rounded_once(b, ref_b, mag_b)
+    fused = copy.deepcopy(module)
+    fused.reparameterize()
+    conv = fused_conv(fused)
+    assert conv.weight.dtype == dtype
+    assert torch.equal(conv.weight, k) and torch.equal(conv.bias, b)

@@ -7,7 +7,6 @@ branch lands at ``K//2 + r*(i - k//2)``), never through the library's fusion hel
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from torch.nn import functional as F
 
 from largekernel.nn.dilated_reparam import DILATED_BRANCHES, DilatedReparamConv
 from nn_helpers import randomise_bns
-from rounding_helpers import assert_rounded_once
+from rounding_helpers import assert_half_fusion_rounds_once
 
 
 def _fold64(conv_weight, bn):
@@ -46,18 +45,7 @@ def test_half_precision_fusion_rounds_once(dtype):
     torch.manual_seed(2)
     m = DilatedReparamConv(6, 13)
     randomise_bns(m, seed=5)
-    m = m.to(dtype).eval()
-    ref_k, ref_b, mag_k, mag_b = _fused64(m)
-    with torch.no_grad():
-        k, b = m.get_kernel_bias()
-    # the same dtype as the block, so the pair can be used with its inputs directly
-    assert k.dtype == dtype and b.dtype == dtype
-    assert_rounded_once(k, ref_k, mag_k)
-    assert_rounded_once(b, ref_b, mag_b)
-    fused = copy.deepcopy(m)
-    fused.reparameterize()
-    assert fused.lk_origin.weight.dtype == dtype
-    assert torch.equal(fused.lk_origin.weight, k) and torch.equal(fused.lk_origin.bias, b)
+    assert_half_fusion_rounds_once(m.to(dtype).eval(), _fused64, lambda fused: fused.lk_origin)
 
 
 def test_float64_block_fuses_into_a_float64_conv():

@@ -8,7 +8,6 @@ as a 1-ulp error on the taps both branches share.
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from torch.nn import functional as F
 
 from largekernel.nn.replk_conv import ConvBN, ReparamLargeKernelConv
 from nn_helpers import randomise_bns
-from rounding_helpers import assert_rounded_once
+from rounding_helpers import assert_half_fusion_rounds_once
 
 
 def _bn64(y, bn):
@@ -83,17 +82,7 @@ def test_half_precision_fusion_rounds_once(dtype):
     torch.manual_seed(1)
     m = ReparamLargeKernelConv(8, 8, 9, small_kernel=7)
     randomise_bns(m, seed=3)
-    m = m.to(dtype).eval()
-    ref_k, ref_b, mag_k, mag_b = _fused64(m)
-    with torch.no_grad():
-        k, b = m.get_kernel_bias()
-    # the same dtype as the layer, so the pair can be used with its inputs directly
-    assert k.dtype == dtype and b.dtype == dtype
-    assert_rounded_once(k, ref_k, mag_k)
-    assert_rounded_once(b, ref_b, mag_b)
-    fused = copy.deepcopy(m)
-    fused.reparameterize()
-    assert torch.equal(fused.lkb_reparam.weight, k) and torch.equal(fused.lkb_reparam.bias, b)
+    assert_half_fusion_rounds_once(m.to(dtype).eval(), _fused64, lambda fused: fused.lkb_reparam)
 
 
 @pytest.mark.parametrize("kwargs,name", [
