@@ -87,6 +87,7 @@ class _FusedGRN(torch.autograd.Function):
             out = x3 * scale_t[:, None, :]
             if beta is not None:
                 out = out + beta.detach().reshape(1, 1, -1)
+        # nd: the flattened (N, S, C) view always has one spatial axis
         record.note("grn_forward", "kernels" if native else "torch", x3.dim() - 2)
         ctx.save_for_backward(x3, gamma)
         ctx.stats = (g, nrm, denom, scale_t)
@@ -118,8 +119,8 @@ class _FusedGRN(torch.autograd.Function):
     @once_differentiable
     def _fused_backward(ctx, grad_out, x3, gamma, beta_shape):
         g, nrm, denom, scale_t = ctx.stats
-        native = ctx.native and rows.supports(grad_out.contiguous(), x3)
         grad_out = grad_out.contiguous()
+        native = ctx.native and rows.supports(grad_out, x3)
         if native:
             p, sum_dy = rows.reduce(grad_out, x3, with_sum=True)
         else:
