@@ -7,7 +7,6 @@ and in which mode, so the tests check the traversal itself, not just a final out
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 import largekernel

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-import pytest
 import yaml
 
 CONFIGS = resources.files("largekernel") / "configs"

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from deploy_helpers import SMALL, example_input, small_model
 
 import largekernel

@@ -13,7 +13,7 @@ from torch import nn
 
 import largekernel
 from largekernel import ops
-from largekernel.nn.conv import Conv2d, Conv3d
+from largekernel.nn.conv import Conv2d
 
 
 def _cl(t: torch.Tensor) -> torch.Tensor:

@@ -163,10 +163,7 @@ def run(args: argparse.Namespace) -> int:
         "rounds": rounds,
         "results": results,
     }
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.plot:
-        _plot(results, args.plot)
+    report.write_outputs(args.json, args.plot, payload, lambda path: _plot(results, path))
     return 0
 
 

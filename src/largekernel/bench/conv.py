@@ -335,10 +335,7 @@ def run(args: argparse.Namespace) -> int:
     }
     for line in _table(results, ratios, peak).splitlines():
         log.info("%s", line)
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.plot:
-        _plot(args.plot, results)
+    report.write_outputs(args.json, args.plot, payload, lambda path: _plot(path, results))
     return 0
 
 

@@ -286,8 +286,5 @@ def run_on(args: argparse.Namespace, device: torch.device, impls: tuple[str, ...
                "settings": {"quick": args.quick, "cases": [c.__dict__ for c in cases],
                             "dtypes": [str(d) for d in dtypes]},
                "results": rows, "ratios": rat}
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.plot:
-        _plot(args.plot, rows)
+    report.write_outputs(args.json, args.plot, payload, lambda path: _plot(path, rows))
     return 0

@@ -153,10 +153,7 @@ def run(args: argparse.Namespace) -> int:
                      "max_seconds": args.max_seconds, "quick": args.quick},
         "results": results,
     }
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.plot:
-        _plot(args.plot, results, runtimes)
+    report.write_outputs(args.json, args.plot, payload, lambda path: _plot(path, results, runtimes))
     return 0
 
 

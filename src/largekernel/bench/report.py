@@ -19,7 +19,7 @@ import pathlib
 import platform
 import sys
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -114,6 +114,15 @@ def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> pathlib.P
             os.unlink(tmp)
     log.info("wrote %s", path)
     return path
+
+
+def write_outputs(json_path: str | os.PathLike | None, plot_path: str | os.PathLike | None,
+                  payload: Mapping[str, Any], plot: Callable[[str | os.PathLike], Any]) -> None:
+    """A benchmark's outputs: ``payload`` as JSON to ``json_path`` and ``plot(plot_path)``, each if given."""
+    if json_path:
+        write_json(json_path, payload)
+    if plot_path:
+        plot(plot_path)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = "{:.3g}") -> str:

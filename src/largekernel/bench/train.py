@@ -157,10 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "results": results,
         "speedup_engine_vs_torch": speedup,
     }
-    if args.json:
-        report.write_json(args.json, payload)
-    if args.plot:
-        _plot(args.plot, results, args)
+    report.write_outputs(args.json, args.plot, payload, lambda path: _plot(path, results, args))
     return 0
 
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from largekernel.data import build_dataset
     from largekernel.train.loading import load_trained_model
     from largekernel.train.plots import plot_confusion
-    from largekernel.train.trainer import evaluate_model, resolve_device
+    from largekernel.train.trainer import resolve_device
 
     from largekernel.tasks.segmentation.commands import is_segmentation_checkpoint, run_evaluate
 

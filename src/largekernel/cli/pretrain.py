@@ -12,9 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 __all__ = ["register", "build_config", "run"]
 
@@ -64,47 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """Assemble the :class:`PretrainConfig` from the default file, ``--config``, flags and overrides."""
-    from largekernel.pretrain.config import (
-        PretrainConfig,
-        apply_pretrain_overrides,
-        load_pretrain_config,
-        pretrain_config_from_dict,
-    )
-    from largekernel.train import checkpointing as ckpt
+    from largekernel.cli.config_assembly import ConfigKind, assemble_config
+    from largekernel.pretrain.config import apply_pretrain_overrides, load_pretrain_config, pretrain_config_from_dict
 
     flags, switches = _flags()
     keys = [f[1] for f in flags] + [s[1] for s in switches]
-    explicit = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
-    mk = None
-    if args.model_kwargs:
-        try:
-            mk = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--model-kwargs must be a JSON object: {err}") from None
-        if not isinstance(mk, dict):
-            raise ValueError("--model-kwargs must be a JSON object like '{\"dims\": [16, 32, 64, 128]}'")
-    overrides = list(args.overrides or [])
-    base = None
-    resume = explicit.get("resume") or any(o.replace("-", "_").lower() in ("resume=true", "resume=yes")
-                                           for o in overrides)
-    output = explicit.get("output")
-    if resume and not args.config and output:
-        latest = ckpt.latest_checkpoint(output)
-        if latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint found in {Path(output) / ckpt.CHECKPOINT_DIR}")
-        base = pretrain_config_from_dict(ckpt.load_training_checkpoint(latest)["config"])
-    if base is None:
-        base = load_pretrain_config(args.config) if args.config else load_pretrain_config(None, PretrainConfig())
-    if mk is not None:
-        explicit["model_kwargs"] = mk
-    cfg = pretrain_config_from_dict(explicit, base)
-    cfg = apply_pretrain_overrides(cfg, overrides)
-    if cfg.model != base.model and mk is None and not any(o.startswith("model_kwargs") for o in overrides):
-        # a different model: the default config's kwargs (dims, kernel sizes, stem) would not fit it
-        cfg.model_kwargs = {}
-    if cfg.resume and not cfg.output:
-        raise ValueError("--resume needs --output DIR (the run directory to continue)")
-    return cfg.validate()
+    return assemble_config(args, keys, ConfigKind(load=load_pretrain_config, from_dict=pretrain_config_from_dict,
+                                                  apply_overrides=apply_pretrain_overrides))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,9 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 __all__ = ["register", "build_config", "run"]
 
@@ -95,47 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """Assemble the :class:`TrainConfig` from defaults, files, flags and overrides."""
-    from largekernel.train import checkpointing as ckpt
-    from largekernel.errors import CheckpointError, ConfigError
-    from largekernel.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
+    from largekernel.cli.config_assembly import ConfigKind, assemble_config
+    from largekernel.train.config import apply_overrides, config_from_dict, load_config
 
     keys = [key for _, key, _, _ in _FLAGS] + [key for _, key, _, _ in _SWITCHES]
-    explicit = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
-    if args.model_kwargs:
-        try:
-            mk = json.loads(args.model_kwargs)
-        except (json.JSONDecodeError, RecursionError) as err:
-            raise ValueError(f"--model-kwargs must be a JSON object: {err}") from None
-        if not isinstance(mk, dict):
-            raise ValueError("--model-kwargs must be a JSON object like '{\"dims\": [16, 32, 64, 128]}'")
-    else:
-        mk = None
-    overrides = list(args.overrides or [])
-    # --resume without --config: continue with the configuration stored in the checkpoint
-    base = None
-    resume = explicit.get("resume") or any(o.replace("-", "_").lower() in ("resume=true", "resume=yes")
-                                           for o in overrides)
-    output = explicit.get("output")
-    if resume and not args.config and output:
-        latest = ckpt.latest_checkpoint(output)
-        if latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint found in {Path(output) / ckpt.CHECKPOINT_DIR}")
-        try:
-            base = config_from_dict(ckpt.load_training_checkpoint(latest)["config"])
-        except ConfigError as err:
-            raise CheckpointError(f"{latest}: invalid stored config: {err}") from None
-    if base is None:
-        base = load_config(args.config) if args.config else load_config(None, TrainConfig())
-    if mk is not None:
-        explicit["model_kwargs"] = mk
-    cfg = config_from_dict(explicit, base)
-    cfg = apply_overrides(cfg, overrides)
-    if cfg.model != base.model and mk is None and not any(o.startswith("model_kwargs") for o in overrides):
-        # a different model: the default config's kwargs (dims, kernel sizes) would not fit it
-        cfg.model_kwargs = {}
-    if cfg.resume and not cfg.output:
-        raise ValueError("--resume needs --output DIR (the run directory to continue)")
-    return cfg.validate()
+    return assemble_config(args, keys, ConfigKind(load=load_config, from_dict=config_from_dict,
+                                                  apply_overrides=apply_overrides))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ from largekernel.models.base import (
     IndexedStagesMixin,
     linear_head_like,
     linspace_rates,
-    reject_pretrained,
     run_blocks,
     scale_linear_,
 )

@@ -36,14 +36,10 @@ def engine_can_help(conv: nn.Module) -> bool:
         >>> engine_can_help(nn.Conv2d(8, 8, 13, groups=8)), engine_can_help(nn.Conv2d(8, 16, 3))
         (True, False)
     """
-    from largekernel.ops.dispatch import DENSE_FFT_MIN_K, DW_CUSTOM_MIN_K  # noqa: PLC0415
+    from largekernel.ops.dispatch import engine_may_differ  # noqa: PLC0415
 
-    nd = len(conv.kernel_size)
     extent = max(d * (k - 1) + 1 for k, d in zip(conv.kernel_size, conv.dilation))
-    if extent >= DENSE_FFT_MIN_K[nd]:
-        return True  # very large kernels: FFT, any grouping
-    grouped = conv.groups > 1 and conv.in_channels // conv.groups <= 4
-    return grouped and extent >= DW_CUSTOM_MIN_K[nd]
+    return engine_may_differ(len(conv.kernel_size), conv.groups, conv.in_channels // conv.groups, extent)
 
 
 def accelerate(

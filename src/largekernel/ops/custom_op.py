@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from largekernel.ops import native
 from largekernel.ops.autograd import compute_grad_input, compute_grad_weight, run_forward
 from largekernel.ops.cropping import crop_unreachable_taps
-from largekernel.ops.dispatch import DENSE_FFT_MIN_K, DW_CUSTOM_MIN_K, choose_plan
+from largekernel.ops.dispatch import choose_plan, engine_may_differ
 from largekernel.ops.fft import _pad_arg
 from largekernel.ops.memory_format import expected_output_format, suggest_memory_format
 from largekernel.ops.validation import ConvArgs, normalize_conv_args
@@ -323,10 +323,9 @@ def _autocast_on(device_type: str) -> bool:
 def _engine_worthwhile(args: ConvArgs, dtype: torch.dtype) -> bool:
     """Whether the engine can ever plan this call differently from PyTorch (same rule as
     :func:`largekernel.nn.engine_can_help`); otherwise inductor gets the plain aten call."""
-    k = args.max_kernel
-    if k >= DENSE_FFT_MIN_K[args.nd] or dtype in (torch.float16, torch.bfloat16):
-        return True
-    return args.groups > 1 and args.in_per_group <= 4 and k >= DW_CUSTOM_MIN_K[args.nd]
+    if dtype in (torch.float16, torch.bfloat16):
+        return True  # the engine computes CPU half precision in float32, whatever the kernel
+    return engine_may_differ(args.nd, args.groups, args.in_per_group, args.max_kernel)
 
 
 def compiled_conv(

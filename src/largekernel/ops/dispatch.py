@@ -48,6 +48,7 @@ __all__ = [
     "clear_autotune_cache",
     "forced_impl",
     "state_token",
+    "engine_may_differ",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,27 @@ DW_FFT_FWD_MIN_K_NO_KERNELS = {1: 512, 2: 10**9, 3: 13}  # FFT forward without c
 DW_KERNELS_GW_MIN_K = {1: 4, 2: 4, 3: 4}  # compiled weight gradient from here
 DW_FFT_GW_MIN_K = {1: 64, 2: 11, 3: 9}  # FFT weight gradient from here (no compiled kernels)
 DENSE_FFT_MIN_K = {1: 64, 2: 21, 3: 11}  # dense / many channels per group: FFT from this K
+
+
+def engine_may_differ(nd: int, groups: int, in_per_group: int, extent: int) -> bool:
+    """Whether some input of this convolution could be planned other than as PyTorch's own call.
+
+    Below these thresholds every plan is PyTorch's (``native``/``autograd``), so wrapping such a
+    convolution in the engine, or in a custom operator, would only add dispatch overhead.
+
+    Args:
+        nd: Spatial rank (1, 2 or 3).
+        groups: ``groups`` of the convolution.
+        in_per_group: Input channels per group.
+        extent: Largest dilated kernel extent, ``dilation * (kernel - 1) + 1``.
+
+    Example:
+        >>> engine_may_differ(2, groups=8, in_per_group=1, extent=13), engine_may_differ(2, 1, 8, 3)
+        (True, False)
+    """
+    if extent >= DENSE_FFT_MIN_K[nd]:
+        return True  # very large kernels: FFT, any grouping
+    return groups > 1 and in_per_group <= 4 and extent >= DW_CUSTOM_MIN_K[nd]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ JSON-lines logs. Labels are loaded with the images but never used.
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,9 @@ from torch.utils.data import Dataset
 
 from largekernel.pretrain.config import PretrainConfig
 from largekernel.pretrain.model import MaskedImageModel, check_pretrainable, create_backbone
-from largekernel.train import checkpointing as ckpt
-from largekernel.train.distributed import all_reduce_sum, barrier, sync_bn_stats
+from largekernel.train.distributed import all_reduce_sum, sync_bn_stats
 from largekernel.train.logging_utils import format_table
-from largekernel.train.trainer import TRAIN_CKPT_NAME, Trainer, _autocast
+from largekernel.train.trainer import Trainer, _autocast
 
 __all__ = ["PretrainTrainer", "pretrain", "ENCODER_NAME"]
 
@@ -129,31 +126,15 @@ class PretrainTrainer(Trainer):
                                        std=self.data_info["std"], norm_pix=self.cfg.norm_pix_loss,
                                        title=f"epoch {self.epoch + 1}, mask ratio {self.cfg.mask_ratio:g}")
 
-    def _end_epoch(self) -> None:
-        cfg = self.cfg
-        record: dict[str, Any] = {
-            "epoch": self.epoch + 1,
-            "step": self.step,
-            "train_loss": self.train_loss_sum / max(self.train_count, 1),
-            "lr": self.optimizer.param_groups[0]["lr"],
-        }
-        last = self.step >= self.total_steps or self.epoch + 1 >= self.num_epochs
-        if (self.epoch + 1) % cfg.eval_every == 0 or last:
-            record["eval_loss"] = self.evaluate()["loss"]
-            if self.dist.is_main and cfg.plots and cfg.recon_images:
-                self.save_reconstructions(self.out_dir / "reconstructions" / f"epoch_{self.epoch + 1:03d}.png")
-        self.history.append(record)
-        self.logger.log("epoch", **record)
-        if self.dist.is_main:
-            parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"loss {record['train_loss']:.4f}"]
-            if "eval_loss" in record:
-                parts.append(f"eval loss {record['eval_loss']:.4f}")
-            (log.debug if cfg.quiet else log.info)("  ".join(parts))
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        self.train_loss_sum = 0.0
-        self.train_count = 0
-        self.save()
+    def _eval_record(self) -> dict[str, Any]:
+        """The masked loss on the eval images, and the epoch's reconstruction PNG."""
+        record = {"eval_loss": self.evaluate()["loss"]}
+        if self.dist.is_main and self.cfg.plots and self.cfg.recon_images:
+            self.save_reconstructions(self.out_dir / "reconstructions" / f"epoch_{self.epoch + 1:03d}.png")
+        return record
+
+    def _epoch_line(self, record: dict[str, Any]) -> list[str]:
+        return [f"eval loss {record['eval_loss']:.4f}"] if "eval_loss" in record else []
 
     # --------------------------------------------------------------- artefacts
     def export_encoder(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -170,49 +151,34 @@ class PretrainTrainer(Trainer):
         dense.load_state_dict(self.raw_model.encoder.backbone.state_dict(), strict=True)
         return save_checkpoint(dense, path, metadata=metadata)
 
-    def _finish(self) -> dict[str, Any]:
-        cfg = self.cfg
-        final = self.evaluate()
-        summary: dict[str, Any] = {
-            "task": "masked-image-pretraining",
-            "model": self.model_config,
-            "data": self.data_info,
-            "params": self.num_params,
-            "steps": self.step,
-            "epochs": self.epoch,
-            "world_size": self.dist.world_size,
-            "train_seconds": self.train_seconds,
-            "final": final,
-            "history": self.history,
-            "config": cfg.to_dict(),
-        }
-        rng_states = self._gather_rng()
-        if self.dist.is_main:
-            out = self.out_dir
-            ckpt.atomic_torch_save(self.state_dict(rng_states), out / TRAIN_CKPT_NAME)
-            meta = {"data": self.data_info, "pretrain": {"mask_ratio": cfg.mask_ratio, "steps": self.step,
-                                                          "eval_loss": final["loss"]}}
-            summary["encoder_checkpoint"] = str(self.export_encoder(out / ENCODER_NAME, meta))
-            text = json.dumps(summary, indent=2)  # serialised first: a failure leaves no partial file
-            ckpt.atomic_write(out / "metrics.json", lambda f: f.write(text.encode("utf-8")))
-            if cfg.plots:
-                from largekernel.train.plots import plot_curves
+    # ------------------------------------------------- end of run (Trainer._finish's hooks)
+    def _summary_head(self) -> dict[str, Any]:
+        return {"task": "masked-image-pretraining"}
 
-                plot_curves(self.history, out / "curves.png")
-            rows = [
-                ("model", f"{self.model_config['name']} ({self.num_params / 1e6:.3f}M params with decoder)"),
-                ("data", f"{self.data_info['spec']} ({len(self.train_set)} unlabelled train images)"),
-                ("mask ratio", f"{cfg.mask_ratio:g} on a {self.raw_model.stride}-px patch grid"),
-                ("steps / epochs", f"{self.step} / {self.epoch}"),
-                ("train time", f"{self.train_seconds:.1f} s"),
-                (f"{cfg.eval_split} masked loss", f"{final['loss']:.4f}"),
-                ("encoder", summary["encoder_checkpoint"]),
-            ]
-            (log.debug if cfg.quiet else log.info)("%s", format_table(rows, "pre-training summary"))
-        self.logger.log("final", self.step, loss=final["loss"])
-        self.logger.close()
-        barrier()
-        return copy.deepcopy(summary)
+    def _save_final_model(self, chosen: nn.Module, final: dict[str, Any], chosen_name: str) -> dict[str, str]:
+        meta = {"data": self.data_info, "pretrain": {"mask_ratio": self.cfg.mask_ratio, "steps": self.step,
+                                                      "eval_loss": final["loss"]}}
+        return {"encoder_checkpoint": str(self.export_encoder(self.out_dir / ENCODER_NAME, meta))}
+
+    def _write_plots(self, final: dict[str, Any]) -> None:
+        from largekernel.train.plots import plot_curves
+
+        plot_curves(self.history, self.out_dir / "curves.png")
+
+    def _log_summary(self, final: dict[str, Any], chosen_name: str) -> None:
+        rows = [
+            ("model", f"{self.model_config['name']} ({self.num_params / 1e6:.3f}M params with decoder)"),
+            ("data", f"{self.data_info['spec']} ({len(self.train_set)} unlabelled train images)"),
+            ("mask ratio", f"{self.cfg.mask_ratio:g} on a {self.raw_model.stride}-px patch grid"),
+            ("steps / epochs", f"{self.step} / {self.epoch}"),
+            ("train time", f"{self.train_seconds:.1f} s"),
+            (f"{self.cfg.eval_split} masked loss", f"{final['loss']:.4f}"),
+            ("encoder", str(self.out_dir / ENCODER_NAME)),
+        ]
+        (log.debug if self.cfg.quiet else log.info)("%s", format_table(rows, "pre-training summary"))
+
+    def _final_log_fields(self, final: dict[str, Any]) -> dict[str, Any]:
+        return {"loss": final["loss"]}
 
 
 def pretrain(cfg: PretrainConfig, **kwargs: Any) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def load_trained_model(path: str | Path, *, use_ema: bool | None = None,
     """
     path = resolve_checkpoint(path)
     if _is_safetensors(path):
-        from largekernel.checkpoint import CheckpointError, create_model_from
+        from largekernel.checkpoint import create_model_from
 
         model = create_model_from(path)  # validates model.json first; CheckpointError is a ValueError
         doc = read_deploy_metadata(path)
@@ -116,7 +116,6 @@ def load_trained_model(path: str | Path, *, use_ema: bool | None = None,
         return LoadedModel(model.to(device).eval(), data_info, path, kind, config)
 
     state = ckpt.load_training_checkpoint(path)
-    from largekernel.models.registry import create_model
 
     config = state.get("model_config") or {}
     if not config.get("name"):

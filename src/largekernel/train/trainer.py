@@ -611,6 +611,15 @@ class Trainer:
         return {"data": self.data_info, "metrics": {"top1": final["top1"], "top5": final["top5"]},
                 "weights": chosen_name}
 
+    def _save_final_model(self, chosen: nn.Module, final: dict[str, Any], chosen_name: str) -> dict[str, str]:
+        """Write the end-of-run model file(s); returns the summary entries naming them."""
+        try:
+            save_deploy_checkpoint(chosen, self.out_dir / DEPLOY_NAME, self._deploy_metadata(final, chosen_name))
+        except ImportError as err:  # the checkpoint module is optional at this layer
+            log.warning("deploy checkpoint not written: %s", err)
+            return {}
+        return {"deploy_checkpoint": str(self.out_dir / DEPLOY_NAME)}
+
     def _write_plots(self, final: dict[str, Any]) -> None:
         from largekernel.train.plots import plot_confusion, plot_curves
 
@@ -770,11 +779,7 @@ class Trainer:
         if self.dist.is_main:
             out = self.out_dir
             ckpt.atomic_torch_save(self.state_dict(rng_states), out / TRAIN_CKPT_NAME)
-            try:
-                save_deploy_checkpoint(chosen, out / DEPLOY_NAME, self._deploy_metadata(final, chosen_name))
-                summary["deploy_checkpoint"] = str(out / DEPLOY_NAME)
-            except ImportError as err:  # the checkpoint module is optional at this layer
-                log.warning("deploy checkpoint not written: %s", err)
+            summary.update(self._save_final_model(chosen, final, chosen_name))
             text = json.dumps(summary, indent=2)  # serialised first: a failure leaves no partial file
             ckpt.atomic_write(out / "metrics.json", lambda f: f.write(text.encode("utf-8")))
             if cfg.plots:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import largekernel.ops
-from largekernel.ops import dispatch, triton_dispatch
+from largekernel.ops import triton_dispatch
 from largekernel.ops.validation import normalize_conv_args
 from triton_helpers import assert_close, reference
 

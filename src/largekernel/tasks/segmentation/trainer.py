@@ -23,7 +23,6 @@ from largekernel.tasks.segmentation.model import build_segmentation_model
 from largekernel.tasks.segmentation.options import SegmentationOptions
 from largekernel.train.config import TrainConfig
 from largekernel.train.distributed import sync_bn_stats
-from largekernel.train.logging_utils import format_table
 from largekernel.train.trainer import Trainer
 
 __all__ = ["SegmentationTrainer", "train_segmentation", "format_dice_table"]
