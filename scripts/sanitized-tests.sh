@@ -16,6 +16,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LARGEKERNEL_SANITIZE=1
 if [ "$#" -eq 0 ]; then
-    set -- tests/ops/test_cpu_kernels.py tests/ops/test_conv_correctness.py tests/ops/test_pytorch_paths.py tests/ops/test_grn.py
+    set -- tests/ops/test_cpu_kernels.py tests/ops/test_conv_correctness.py tests/ops/test_pytorch_paths.py tests/ops/test_grn.py \
+        tests/ops/test_ncw1d.py
 fi
 exec python -m pytest -p no:cacheprovider -q "$@"

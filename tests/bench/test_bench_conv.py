@@ -108,3 +108,39 @@ def test_report_helpers(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError):
         report.plot_lines(tmp_path / "q.png", {}, xlabel="x", ylabel="y")
+
+
+def test_cpu_clock_and_threads_option(tmp_path, monkeypatch):
+    """``--clock cpu`` times every call with the process CPU clock; ``--threads`` is applied and restored."""
+    import torch
+
+    ticks = iter(range(10**6))
+    seen_threads = []
+    # a fake CPU clock that advances 0.5 s per reading: a timed call reads it at its start and
+    # end, and the per-call CPU bookkeeping reads it twice in between, so each call takes 1.5 s
+    monkeypatch.setattr(bench_conv.time, "process_time", lambda: 0.5 * next(ticks))
+    real_make_fn = bench_conv._make_fn
+
+    def make_fn(*a, **kw):
+        seen_threads.append(torch.get_num_threads())
+        return real_make_fn(*a, **kw)
+
+    monkeypatch.setattr(bench_conv, "_make_fn", make_fn)
+    before = torch.get_num_threads()
+    out_json = tmp_path / "conv.json"
+    args = _args("--cases", "2d", "--shapes", "2d=1x4x9x9", "--ks", "3", "--repeats", "3",
+                 "--max-seconds", "100", "--matmul-size", "32", "--clock", "cpu", "--threads", "1",
+                 "--json", str(out_json))
+    assert bench_conv.run(args) == 0
+    assert torch.get_num_threads() == before and seen_threads and set(seen_threads) == {1}
+    payload = json.loads(out_json.read_text())
+    assert payload["settings"]["clock"] == "cpu" and payload["settings"]["threads"] == 1
+    conv_rows = [r for r in payload["results"] if r["impl"] != "native_gw"]
+    assert len(conv_rows) == 8
+    for r in conv_rows:
+        assert r["median_s"] == pytest.approx(1.5) and len(r["times"]) == 3
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match="--threads"):
+        bench_conv.run(_args("--threads", "0"))

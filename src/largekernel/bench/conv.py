@@ -13,6 +13,11 @@ the machine's practical peak. Achieved GF/s use direct-convolution FLOPs
 (``2 * prod(K) * N * C * prod(S_out)``; forward+backward counts 3x). Ratios are taken against
 PyTorch's best layout and against the same layout, all within the same run.
 
+The four implementations of one (case, K, mode) are timed in alternating rounds
+(:func:`~largekernel.bench.timing.measure_interleaved`), so load that drifts on a shared machine
+hits them alike. ``--clock cpu`` times with this process's CPU time instead of the wall clock:
+with ``--threads 1`` that is the single core's busy time, nearly independent of other jobs.
+
 Example:
     largekernel bench conv --quick --json conv.json --plot conv.png
 """
@@ -31,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from largekernel.bench import report
-from largekernel.bench.timing import Timing, measure
+from largekernel.bench.timing import Timing, measure, measure_interleaved
 
 __all__ = ["add_arguments", "run", "CASES", "QUICK_KS", "matmul_peak"]
 
@@ -104,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cuda: Triton kernels vs cuDNN on the GPU (see largekernel.bench.cuda_conv)",
     )
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matmul size for the peak GF/s")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (robust on a busy machine "
+                             "with --threads 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (and engine workers) for the run (default: torch's setting)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -154,10 +164,13 @@ def _select_cases(args: argparse.Namespace) -> list[Case]:
     return out
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Measured GF/s of an ``n x n`` float32 matmul (the machine's practical peak)."""
+def matmul_peak(n: int = 2048, repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Measured GF/s of an ``n x n`` float32 matmul (the machine's practical peak).
+
+    With ``clock=time.process_time`` and several threads this is GF/s per busy core-second.
+    """
     a, b = torch.randn(n, n), torch.randn(n, n)
-    t = measure(lambda: torch.mm(a, b), warmup=1, repeats=repeats, max_seconds=5.0)
+    t = measure(lambda: torch.mm(a, b), warmup=1, repeats=repeats, max_seconds=5.0, clock=clock)
     return 2.0 * n**3 / t.median / 1e9
 
 
@@ -193,27 +206,45 @@ def _make_fn(conv: Callable, x: torch.Tensor, w: torch.Tensor, mode: str, groups
     return fwdbwd
 
 
-def _timed(fn: Callable[[], Any], repeats: int, max_seconds: float) -> tuple[Timing, float]:
-    """Like :func:`measure`, but a first call slower than ``max_seconds / 2`` is the measurement.
+class _CpuTracked:
+    """Wraps a callable and records this process's CPU time of every call."""
 
-    Also returns the median process CPU time of the timed calls: on a shared machine,
-    CPU time / wall time shows how much of the wall time was spent waiting for a core.
-    """
-    cpu: list[float] = []
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn, self.cpu = fn, []
 
-    def tracked() -> Any:
+    def __call__(self) -> Any:
         start = time.process_time()
-        out = fn()
-        cpu.append(time.process_time() - start)
+        out = self.fn()
+        self.cpu.append(time.process_time() - start)
         return out
 
-    start = time.perf_counter()
-    tracked()
-    first = time.perf_counter() - start
-    if first > max_seconds / 2:
-        return Timing(median=first, minimum=first, times=[first]), cpu[0]
-    timing = measure(tracked, warmup=0, repeats=repeats, max_seconds=max_seconds)
-    return timing, statistics.median(cpu[-len(timing.times):])
+    def median_cpu(self, last: int) -> float:
+        return statistics.median(self.cpu[-last:])
+
+
+def _timed_group(fns: dict[str, Callable[[], Any]], repeats: int, max_seconds: float,
+                 clock: Callable[[], float]) -> dict[str, tuple[Timing, float]]:
+    """Time alternatives in alternating rounds; returns name -> (timing, median CPU seconds).
+
+    A first call slower than ``max_seconds / 2`` is that alternative's only measurement (a
+    pathological baseline must not stall the sweep); the others are timed in rounds.
+    """
+    out: dict[str, tuple[Timing, float]] = {}
+    rounds: dict[str, _CpuTracked] = {}
+    for name, fn in fns.items():
+        tracked = _CpuTracked(fn)
+        start = clock()
+        tracked()
+        first = clock() - start
+        if first > max_seconds / 2:
+            out[name] = Timing(median=first, minimum=first, times=[first]), tracked.cpu[0]
+        else:
+            rounds[name] = tracked
+    if rounds:
+        timings = measure_interleaved(rounds, warmup=0, repeats=repeats, max_seconds=max_seconds, clock=clock)
+        for name, timing in timings.items():
+            out[name] = timing, rounds[name].median_cpu(len(timing.times))
+    return {name: out[name] for name in fns}
 
 
 def _native_gw_fn(x: torch.Tensor, k: int) -> Callable[[], Any] | None:
@@ -231,12 +262,25 @@ def _native_gw_fn(x: torch.Tensor, k: int) -> Callable[[], Any] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; returns 0."""
-    from largekernel.ops.conv import conv as engine_conv
-
     if getattr(args, "device", "cpu") == "cuda":
         from largekernel.bench.cuda_conv import run_cuda
 
         return run_cuda(args)
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_cpu(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_cpu(args: argparse.Namespace) -> int:
+    from largekernel.ops.conv import conv as engine_conv
+
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     max_seconds = args.max_seconds if args.max_seconds is not None else (2.0 if args.quick else 4.0)
@@ -244,12 +288,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-seconds must be > 0, got {max_seconds}")
     cases = _select_cases(args)
     dtype = getattr(torch, args.dtype)
+    clock_name = getattr(args, "clock", "wall")
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
     torch.manual_seed(args.seed)
     machine = report.machine_info()
-    log.info("machine: %s, torch %s, %d threads", machine["cpu"], machine["torch"], machine["torch_threads"])
+    log.info("machine: %s, torch %s, %d threads, %s clock", machine["cpu"], machine["torch"],
+             torch.get_num_threads(), clock_name)
     if args.matmul_size < 1:
         raise ValueError(f"--matmul-size must be >= 1, got {args.matmul_size}")
-    peak = matmul_peak(args.matmul_size, repeats=args.repeats)
+    peak = matmul_peak(args.matmul_size, repeats=args.repeats, clock=clock)
     log.info("matmul %d^2 peak: %.0f GF/s", args.matmul_size, peak)
 
     results: list[dict[str, Any]] = []
@@ -263,42 +310,33 @@ def run(args: argparse.Namespace) -> int:
         for k in case.ks:
             w = torch.randn((c, 1) + (k,) * case.dims, dtype=dtype)
             flops = _flops(case, k)
-            for impl in IMPLS:
-                layout = impl.split("_")[1]
-                if layout not in inputs:
-                    continue
-                conv = _CONV[case.dims] if impl.startswith("torch") else engine_conv
-                for mode in MODES:
-                    row: dict[str, Any] = {
-                        "case": case.name,
-                        "dims": case.dims,
-                        "shape": list(case.shape),
-                        "k": k,
-                        "impl": impl,
-                        "mode": mode,
-                        "flops": flops * (3 if mode == "fwdbwd" else 1),
-                    }
+            for mode in MODES:
+                rows: dict[str, dict[str, Any]] = {}
+                fns: dict[str, Callable[[], Any]] = {}
+                for impl in IMPLS:
+                    layout = impl.split("_")[1]
+                    if layout not in inputs:
+                        continue
+                    row = {"case": case.name, "dims": case.dims, "shape": list(case.shape), "k": k,
+                           "impl": impl, "mode": mode, "flops": flops * (3 if mode == "fwdbwd" else 1)}
+                    rows[impl] = row
                     prev = last.get((impl, mode))
                     predicted = prev[1] * (k / prev[0]) ** case.dims if prev else 0.0
                     if predicted > args.max_call_seconds:
                         row.update(skipped=f"predicted {predicted:.0f} s per call > --max-call-seconds")
                         log.info("%s K=%d %s %s: skipped (predicted %.0f s)", case.name, k, impl, mode, predicted)
-                        results.append(row)
                         continue
-                    timing, cpu_s = _timed(_make_fn(conv, inputs[layout], w, mode, c), args.repeats, max_seconds)
+                    conv = _CONV[case.dims] if impl.startswith("torch") else engine_conv
+                    fns[impl] = _make_fn(conv, inputs[layout], w, mode, c)
+                for impl, (timing, cpu_s) in _timed_group(fns, args.repeats, max_seconds, clock).items():
                     last[(impl, mode)] = (k, timing.median)
-                    row.update(
-                        median_s=timing.median,
-                        min_s=timing.minimum,
-                        times=timing.times,
-                        cpu_s=cpu_s,
-                        gflops=row["flops"] / timing.median / 1e9,
-                    )
-                    results.append(row)
+                    rows[impl].update(median_s=timing.median, min_s=timing.minimum, times=timing.times, cpu_s=cpu_s,
+                                      gflops=rows[impl]["flops"] / timing.median / 1e9)
                     log.debug("%s K=%d %s %s: %.2f ms", case.name, k, impl, mode, timing.median * 1e3)
+                results.extend(rows.values())
             gw_fn = _native_gw_fn(inputs.get("cl", x), k)
             if gw_fn is not None:
-                timing, cpu_s = _timed(gw_fn, args.repeats, max_seconds)
+                timing, cpu_s = _timed_group({"native_gw": gw_fn}, args.repeats, max_seconds, clock)["native_gw"]
                 results.append(
                     {
                         "case": case.name,
@@ -326,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
             "repeats": args.repeats,
             "max_seconds": max_seconds,
             "dtype": args.dtype,
+            "clock": clock_name,
+            "threads": torch.get_num_threads(),
             "cases": [{"name": c.name, "shape": list(c.shape), "ks": list(c.ks)} for c in cases],
         },
         "matmul_gflops": peak,

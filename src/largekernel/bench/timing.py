@@ -41,11 +41,13 @@ def measure(
     repeats: int = 5,
     max_seconds: float = 30.0,
     device: torch.device | str | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then up to ``repeats`` timed ones.
 
     Stops repeating early once ``max_seconds`` of timed work has accumulated (at least one
-    timed call is always made), so pathological baselines don't stall a sweep.
+    timed call is always made), so pathological baselines don't stall a sweep. ``clock`` is
+    ``time.perf_counter`` (wall) or ``time.process_time`` (this process's CPU time).
     """
     for _ in range(warmup):
         fn()
@@ -53,10 +55,10 @@ def measure(
     times: list[float] = []
     spent = 0.0
     while len(times) < max(1, repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         times.append(elapsed)
         spent += elapsed
         if spent > max_seconds:

@@ -477,6 +477,10 @@ def depthwise_grad_weight(
     lib = _library()
     assert lib is not None  # supports() checked it
     grad_output = grad_output.to(x.dtype)
+    from largekernel.ops.cpu_kernels import ncw1d  # noqa: PLC0415 - imports this package
+
+    if ncw1d.applies(x, geo, grad_output):
+        return ncw1d.grad_weight(x, grad_output, geo)
     lanes = _LANES[x.dtype]
     xp = _pack(lib, x, geo.in3, geo.p3)
     owned = [xp]
@@ -553,6 +557,10 @@ def depthwise_forward(
         return conv(x, weight.to(x.dtype), None, geo.stride, padding, geo.dilation, geo.c)
     lib = _library()
     assert lib is not None
+    from largekernel.ops.cpu_kernels import ncw1d  # noqa: PLC0415 - imports this package
+
+    if ncw1d.applies(x, geo):
+        return ncw1d.forward(x, weight, geo)
     lanes = _LANES[x.dtype]
     xp = _pack(lib, x, geo.in3, geo.p3)
     wp = _pack(lib, weight.detach().to(x.dtype).reshape(1, geo.c, *geo.k3), geo.k3, (0, 0, 0))

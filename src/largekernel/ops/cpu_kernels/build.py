@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 _HERE = pathlib.Path(__file__).resolve().parent
 #: C sources compiled into the library (the first is the translation unit; the others are included).
-SOURCES: tuple[str, ...] = ("dwconv.c", "dwconv_impl.c", "grn_impl.c")
+SOURCES: tuple[str, ...] = ("dwconv.c", "dwconv_impl.c", "grn_impl.c", "ncw1d_impl.c")
 #: Compiler flags. ``-ffp-contract=fast`` is needed because ``-std=c11`` otherwise forbids
 #: fusing ``a * b + c`` into FMAs; no ``-ffast-math`` (keeps IEEE semantics otherwise).
 CFLAGS: tuple[str, ...] = (
@@ -77,7 +77,7 @@ SANITIZE_FLAGS: tuple[str, ...] = (
 )
 _ENV_SANITIZE = "LARGEKERNEL_SANITIZE"
 #: Expected value of ``lk_dwconv_abi_version()``.
-ABI_VERSION = 3
+ABI_VERSION = 4
 _COMPILE_TIMEOUT = 120.0
 
 
@@ -289,4 +289,9 @@ def load() -> ctypes.CDLL:
         combine_fn = getattr(lib, f"rows_combine_{suffix}")
         combine_fn.restype = None
         combine_fn.argtypes = [ctypes.c_void_p] * 6 + [i64p, ctypes.c_int64, ctypes.c_int64]
+        # 1-D NCW row kernels: return 0, or 1 when their scratch allocation failed
+        for name in ("ncw_fwd", "ncw_gw"):
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p] * 3 + [i64p, ctypes.c_int64, ctypes.c_int64]
     return lib

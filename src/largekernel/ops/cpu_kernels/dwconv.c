@@ -9,6 +9,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef ptrdiff_t idx;
@@ -47,6 +48,7 @@ typedef double v8df __attribute__((vector_size(64)));
 #define NAME(x) x##_f32
 #include "dwconv_impl.c"
 #include "grn_impl.c"
+#include "ncw1d_impl.c"
 #undef T
 #undef VT
 #undef NAME
@@ -56,9 +58,10 @@ typedef double v8df __attribute__((vector_size(64)));
 #define NAME(x) x##_f64
 #include "dwconv_impl.c"
 #include "grn_impl.c"
+#include "ncw1d_impl.c"
 #undef T
 #undef VT
 #undef NAME
 
 /* ABI version of this library, checked by the loader. */
-int lk_dwconv_abi_version(void) { return 3; }
+int lk_dwconv_abi_version(void) { return 4; }
