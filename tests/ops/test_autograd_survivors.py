@@ -23,7 +23,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from largekernel.ops import ForcedImplementationError, autograd, force_impl, native, record_impls
+from largekernel.ops import (
+    ForcedImplementationError,
+    autograd,
+    force_impl,
+    native,
+    record_impls,
+)
 from largekernel.ops.autograd import compute_grad_weight, run_forward
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -111,6 +117,7 @@ def test_bias_with_outputs_reading_only_padding_keeps_the_forward_nchw():
     x, w, b = _rand(1, 2, 5, 5), _rand(2, 1, 1, 1, seed=1), _rand(2, seed=2)
     cases = (
         (b, (2, 2), ((1, 1), (1, 1)), "native"),  # outputs at the padding rows/columns: bias only
+        (b, (2, 2), ((0, 0), (1, 1)), "native"),  # only the first column reads padding only
         (None, (2, 2), ((1, 1), (1, 1)), "native_cl"),
         (b, (1, 1), ((0, 0), (0, 0)), "native_cl"),
     )
@@ -118,7 +125,15 @@ def test_bias_with_outputs_reading_only_padding_keeps_the_forward_nchw():
         with record_impls() as steps:
             y = run_forward("native_cl", x, w, bias, stride, pads, (1, 1), 2)
         assert _steps(steps) == [("forward", expected, 2)]
-        torch.testing.assert_close(y, F.conv2d(x, w, bias, stride, pads[0][0], 1, 2))
+        ref = F.conv2d(x, w, bias, stride, tuple(lo for lo, _ in pads), 1, 2)
+        torch.testing.assert_close(y, ref)
+        assert y.is_contiguous() == (expected == "native")  # native_cl: channels-last strides
+    # symmetric pairs are passed on as padding; asymmetric ones are pre-padded explicitly (real
+    # zeros in the input, no padding for oneDNN), after which every output reads the input
+    with record_impls() as steps:
+        y = run_forward("native_cl", x, w, b, (2, 2), ((1, 0), (1, 0)), (1, 1), 2)
+    assert _steps(steps) == [("forward", "native_cl", 2)]
+    torch.testing.assert_close(y, F.conv2d(F.pad(x, [1, 0, 1, 0]), w, b, 2, 0, 1, 2))
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -146,12 +161,11 @@ def test_triton_fallback_off_the_cpu_is_the_nchw_forward():
     """When Triton cannot serve a call, CPU tensors go to the channels-last forward and other
     devices to PyTorch's NCHW one (channels-last is a oneDNN choice). ``meta`` tensors stand in
     for a non-CPU device: shapes and the dispatch decision without any computation."""
-    wx = dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=2)
     for device, expected in (("meta", "native"), ("cpu", "native_cl")):
         x = _rand(2, 4, 8, 8).to(device)
         w = _rand(2, 2, 3, 3, seed=1).to(device)  # two input channels per group: not depthwise
         with record_impls() as steps:
-            y = run_forward("triton", x, w, None, wx["stride"], wx["padding"], wx["dilation"], wx["groups"])
+            y = run_forward("triton", x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 2)
         assert _steps(steps) == [("forward", expected, 2)]
         assert y.device.type == device and tuple(y.shape) == (2, 2, 8, 8)
         if device == "cpu":
