@@ -15,7 +15,7 @@ from largekernel.deploy import ExportError, export, load_runtime, onnx_op_types
 from largekernel.deploy.verify import STANDARD_ONNX_DOMAINS
 from largekernel.nn.conv import Conv2d
 from largekernel.nn.dilated_reparam import DilatedReparamConv
-from largekernel.nn.layers import LayerNorm2d
+from largekernel.nn.layers import LayerNorm2d, SqueezeExcite
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is needed to run exported ONNX models")
 pytest.importorskip("onnx", reason="onnx is needed to export ONNX models")
@@ -58,10 +58,12 @@ def test_every_family_exports_to_standard_onnx(name, tmp_path):
 
 
 def _tiny_lk_net() -> nn.Module:
-    """Engine convs, a Dilated Reparam Block (fused on export) and a channels-first LayerNorm."""
+    """Engine convs, a Dilated Reparam Block (fused on export), a channels-first LayerNorm and the
+    rank-agnostic squeeze-excitation of UniRepLKNet (whose einsum form OpenVINO mis-broadcast at
+    dynamic sizes)."""
     torch.manual_seed(0)
     net = nn.Sequential(Conv2d(3, 8, 3, padding=1), LayerNorm2d(8), DilatedReparamConv(8, 13), nn.GELU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+                        SqueezeExcite(8, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
     randomise_bn(net)
     return net.eval()
 

@@ -174,7 +174,10 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # rank-agnostic (1-D/2-D/3-D inputs) without Python control flow on shapes, so that
-        # torch.fx can trace it: pool to (N, C, 1, 1), gate, broadcast over every spatial dim
-        s = x.flatten(2).mean(-1)[:, :, None, None]
+        # torch.fx can trace it: pool to (N, C, 1, 1), gate, then scale the (N, C, S) view.
+        # (Not an einsum with "...": OpenVINO's Einsum conversion mis-broadcasts it when the
+        # spatial sizes are dynamic.)
+        flat = x.flatten(2)
+        s = flat.mean(-1)[:, :, None, None]
         gate = torch.sigmoid(self.up(F.relu(self.down(s))))
-        return torch.einsum("nc...,nc->nc...", x, gate.flatten(1))
+        return (flat * gate.flatten(1).unsqueeze(-1)).view_as(x)
