@@ -82,3 +82,22 @@ def test_onnx_export_and_trace_use_plain_aten_graph():
     (out,) = sess.run(None, {sess.get_inputs()[0].name: x.detach().numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(out), m(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+def test_torchscript_with_padding_modes_matches_torch(nd, padding_mode):
+    """Scripted drop-ins take PyTorch's own path, padding modes included (checked against torch's module)."""
+    from largekernel.nn.conv import Conv1d, Conv2d, Conv3d
+
+    ours_cls = {1: Conv1d, 2: Conv2d, 3: Conv3d}[nd]
+    torch_cls = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[nd]
+    torch.manual_seed(0)
+    kwargs = dict(kernel_size=5, padding=2, groups=4, padding_mode=padding_mode, dtype=torch.float64)
+    ref = torch_cls(4, 4, **kwargs)
+    ours = ours_cls(4, 4, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    scripted = torch.jit.script(ours)
+    x = torch.randn((2, 4) + (7,) * nd, dtype=torch.float64)
+    torch.testing.assert_close(scripted(x), ref(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-12, atol=1e-12)  # eager: the engine
