@@ -433,3 +433,26 @@ def test_failed_compile_leaves_no_files(tmp_path, monkeypatch):
     assert list(target.parent.iterdir()) == []
     monkeypatch.setenv("CC", shutil.which("false"))
     assert build.find_compiler() == shutil.which("false")
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_nchw_packing_in_register_tiles(dtype, dims):
+    """NCHW inputs with whole channel blocks are packed (and results unpacked) as transposed
+    VL x VL register tiles, the rest element by element: widths with whole tiles and a tail,
+    channels with whole blocks and a partial one, padding on both sides of the row."""
+    lanes = 16 if dtype == torch.float32 else 8
+    c, w = 2 * lanes + 3, 2 * lanes + 5
+    spatial = (7, w) if dims == 2 else (3, 5, w)
+    g = torch.Generator().manual_seed(dims)
+    x = torch.randn((2, c, *spatial), dtype=dtype, generator=g)
+    kernel = (5,) * dims
+    weight = torch.randn((c, 1, *kernel), dtype=dtype, generator=g)
+    pad = (2,) * dims
+    got = ck.depthwise_forward(x, weight, 1, pad, 1)
+    ref = reference_forward(x, weight, 1, pad, 1)
+    assert got.is_contiguous() and rel_err(got, ref) < _TOL[dtype]
+    grad_out = torch.randn(ref.shape, dtype=dtype, generator=g)
+    gw = ck.depthwise_grad_weight(x, grad_out, kernel, (1,) * dims, pad, (1,) * dims)
+    assert rel_err(gw, reference_grad_weight(x, grad_out, kernel, 1, pad, 1)) < _TOL[dtype]

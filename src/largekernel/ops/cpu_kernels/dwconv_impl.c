@@ -24,6 +24,33 @@ static inline VT NAME(ld)(const T *p) {
 }
 static inline void NAME(st)(T *p, VT v) { memcpy(p, &v, sizeof v); }
 
+/* In-register transpose of a VL x VL tile: on entry r[i] holds row i (VL elements), on exit
+ * r[j] holds column j. log2(VL) butterfly stages of two-input shuffles: at stage h, rows i and
+ * i + h swap the elements whose column index has bit h set in row i / clear in row i + h.
+ * GCC's __builtin_shuffle only; other compilers keep the element-wise packing loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define LK_HAVE_TRANSPOSE 1
+static inline __attribute__((always_inline)) void NAME(transpose_tile)(VT *r) {
+    typedef __typeof__((VT){0} < (VT){0}) IT; /* the integer vector with VT's lane count */
+#pragma GCC unroll 8
+    for (int h = (int)(VL / 2); h >= 1; h /= 2) {
+        IT lo, hi;
+#pragma GCC unroll 16
+        for (int j = 0; j < (int)VL; j++) {
+            lo[j] = (j & h) ? (int)VL + j - h : j;
+            hi[j] = (j & h) ? (int)VL + j : j + h;
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < (int)VL; i++) {
+            if (i & h) continue;
+            VT a = r[i], b = r[i + h];
+            r[i] = __builtin_shuffle(a, b, lo);
+            r[i + h] = __builtin_shuffle(a, b, hi);
+        }
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------------------------------
  * Packing: arbitrary strided (N, C, D, H, W) -> blocked, zero padded (N, CB, Dn, Hn, Wn, VL).
  * Destination position (dn, hn, wn) reads source (dn - pd, hn - ph, wn - pw); positions
@@ -62,9 +89,22 @@ void NAME(pack)(const T *src, T *dst, const idx *p, idx r0, idx r1) {
                 for (idx w = w_lo; w < w_hi; w++)
                     for (idx v = nv; v < VL; v++) out[w * VL + v] = 0;
             }
+            idx done = 0;
+#ifdef LK_HAVE_TRANSPOSE
+            if (sW == 1 && nv == VL) {
+                /* NCHW-like source: VL channel rows of VL columns each are one tile; transposed
+                 * in registers they are VL destination vectors (one per column) */
+                for (; done + VL <= w_hi - w_lo; done += VL) {
+                    VT tile[VL];
+                    for (idx v = 0; v < VL; v++) tile[v] = NAME(ld)(base + v * sC + done);
+                    NAME(transpose_tile)(tile);
+                    for (idx i = 0; i < VL; i++) NAME(st)(out + (w_lo + done + i) * VL, tile[i]);
+                }
+            }
+#endif
             /* one source plane per lane: reads run along w (sequential for NCHW sources); the
              * row is done in column blocks so the interleaved destination block stays in L1 */
-            for (idx wb = 0; wb < w_hi - w_lo; wb += PACK_BLOCK) {
+            for (idx wb = done; wb < w_hi - w_lo; wb += PACK_BLOCK) {
                 idx we = w_hi - w_lo - wb < PACK_BLOCK ? w_hi - w_lo : wb + PACK_BLOCK;
                 for (idx v = 0; v < nv; v++) {
                     const T *s = base + v * sC;
@@ -97,7 +137,19 @@ void NAME(unpack)(const T *src, T *dst, const idx *p, idx r0, idx r1) {
             for (idx w = 0; w < W; w++) NAME(st)(base + w * sW, NAME(ld)(in + w * VL));
             continue;
         }
-        for (idx wb = 0; wb < W; wb += PACK_BLOCK) {
+        idx done = 0;
+#ifdef LK_HAVE_TRANSPOSE
+        if (sW == 1 && nv == VL) {
+            /* NCHW-like destination: VL columns of VL lanes, transposed, are VL channel rows */
+            for (; done + VL <= W; done += VL) {
+                VT tile[VL];
+                for (idx i = 0; i < VL; i++) tile[i] = NAME(ld)(in + (done + i) * VL);
+                NAME(transpose_tile)(tile);
+                for (idx v = 0; v < VL; v++) NAME(st)(base + v * sC + done, tile[v]);
+            }
+        }
+#endif
+        for (idx wb = done; wb < W; wb += PACK_BLOCK) {
             idx we = W - wb < PACK_BLOCK ? W : wb + PACK_BLOCK;
             for (idx v = 0; v < nv; v++) {
                 T *o = base + v * sC;
