@@ -7,7 +7,9 @@ depthwise convolutions (``groups == C``, one filter per channel) in float32 and 
 
 How it works: inputs of any layout/contiguity are packed (in C, in parallel) into a
 channel-blocked, zero-padded layout ``(N, C/VL, *S, VL)`` with ``VL`` = one 64-byte vector of
-channels, so every kernel is pure vector FMAs. The library is compiled with the system C
+channels, so every kernel is pure vector FMAs (NCHW inputs with whole channel blocks are packed
+as transposed VL x VL register tiles). Stride-1 1-D problems on an NCW input skip the packing:
+:mod:`largekernel.ops.cpu_kernels.ncw1d` vectorises along the length instead. The library is compiled with the system C
 compiler on first use (see :mod:`largekernel.ops.cpu_kernels.build`) and cached. Work is split
 into independent task ranges run on a persistent thread pool of ``torch.get_num_threads()``
 threads (ctypes releases the GIL; no OpenMP, which would fight torch's own runtime).
