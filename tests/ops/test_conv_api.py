@@ -335,3 +335,53 @@ def test_largekernel_autotune_environment_variable():
     assert res["tuned"] > 0  # enabled from the environment, the first call was timed and cached
     assert res["seen"] == {"1": True, "true": True, "YES": True, "on": True,
                            "0": False, "false": False, "": False, "no": False, "unset": False}
+
+
+# ------------------------------------------------------------------------------- layout in plans
+@pytest.mark.parametrize("k", [7, 13])
+def test_explain_memory_format_matches_what_conv_runs(k):
+    """explain(memory_format=...) reports the plan conv() executes for an input in that layout."""
+    x = torch.randn(2, 16, 24, 24, requires_grad=True)
+    w = torch.randn(16, 1, k, k, requires_grad=True)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xi = x.detach().contiguous(memory_format=fmt).requires_grad_()
+        plan = explain(tuple(x.shape), tuple(w.shape), padding=k // 2, groups=16, memory_format=fmt)
+        with ops.record_impls() as steps:
+            conv(xi, w, padding=k // 2, groups=16).sum().backward()
+        ran = {s.stage: s.impl for s in steps}
+        assert ran["forward"] == plan.forward, (fmt, ran, plan)
+
+
+def test_explain_layouts_differ_inside_the_nchw_window():
+    nchw = explain((8, 64, 56, 56), (64, 1, 13, 13), padding=6, groups=64)
+    cl = explain((8, 64, 56, 56), (64, 1, 13, 13), padding=6, groups=64, memory_format=torch.channels_last)
+    # NC* input: oneDNN's NCHW forward inside its window; channels-last input leaves that window
+    assert nchw.forward == "native" and cl.forward in ("kernels", "native_cl") and cl.reason != nchw.reason
+
+
+@pytest.mark.parametrize("shape,fmt", [((2, 4, 9, 9), torch.channels_last_3d), ((2, 4, 9), torch.channels_last),
+                                       ((2, 4, 5, 5, 5), torch.channels_last), ((2, 4, 9, 9), torch.preserve_format)])
+def test_explain_rejects_a_memory_format_that_does_not_fit(shape, fmt):
+    weight = (4, 1) + (3,) * (len(shape) - 2)
+    with pytest.raises(ValueError, match="memory_format must be"):
+        explain(shape, weight, padding=1, groups=4, memory_format=fmt)
+
+
+def test_autotune_keeps_one_plan_per_layout():
+    ops.clear_autotune_cache()
+    old = ops.get_autotune()
+    ops.set_autotune(True)
+    try:
+        x = torch.randn(1, 4, 20, 20)
+        w = torch.randn(4, 1, 11, 11)
+        conv(x, w, padding=5, groups=4)
+        conv(x.contiguous(memory_format=torch.channels_last), w, padding=5, groups=4)
+        layouts = sorted(key[-1] for key in ops.dispatch._TUNE_CACHE)
+        assert layouts == [False, True]  # tuned separately, not the NC* plan reused for channels-last
+        for fmt, flag in ((torch.contiguous_format, False), (torch.channels_last, True)):
+            cached = next(p for k, p in ops.dispatch._TUNE_CACHE.items() if k[-1] is flag)
+            assert explain((1, 4, 20, 20), (4, 1, 11, 11), padding=5, groups=4, requires_grad=False,
+                           memory_format=fmt) == cached
+    finally:
+        ops.set_autotune(old)
+        ops.clear_autotune_cache()

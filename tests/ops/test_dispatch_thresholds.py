@@ -388,7 +388,7 @@ def test_forced_plans_fill_in_the_rest(requires_grad):
     assert _impls(plan) == ("fft", "fft" if not requires_grad else plan.grad_input, plan.grad_weight)
     assert plan.reason == "forced by force_impl({'forward': 'fft'})"
     assert plan.key == (tuple(x.shape), tuple(w.shape), args.stride, args.padding, args.dilation, 4,
-                        torch.float32, "cpu", requires_grad)
+                        torch.float32, "cpu", requires_grad, False)
     with force_impl(forward="fft"):
         plan = _choose(requires_grad=False)[0]
     assert _impls(plan) == ("fft", "fft", "aten")  # "none" backward of a no-grad plan becomes usable
@@ -423,7 +423,8 @@ def test_unforced_untuned_choice_is_the_heuristic_plan(dtype):
     plan, x, w, args = _choose(k=7, dtype=dtype)
     assert plan == heuristic_plan(x, tuple(w.shape), args, True)  # incl. the compute dtype
     assert plan.compute_dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    assert plan.key == (tuple(x.shape), tuple(w.shape), args.stride, args.padding, args.dilation, 4, dtype, "cpu", True)
+    assert plan.key == (tuple(x.shape), tuple(w.shape), args.stride, args.padding, args.dilation, 4, dtype, "cpu", True,
+                        False)
 
 
 @pytest.fixture
@@ -465,7 +466,7 @@ def test_autotune_times_candidates_once_and_caches(autotune_on, monkeypatch):
     candidates = {"native", "native_cl", "fft"} | ({"kernels"} if native.kernels_forward_ok(x, tuple(w.shape), args) else set())
     assert set(timed) == candidates and len(timed) == 3 * len(candidates)  # warm-up + 2 repeats
     assert plan.forward in candidates and plan.key == (tuple(x.shape), tuple(w.shape), args.stride, args.padding,
-                                                       args.dilation, 4, torch.float32, "cpu", False)
+                                                       args.dilation, 4, torch.float32, "cpu", False, False)
     assert dispatch._TUNE_CACHE[plan.key] is plan
     timed.clear()
     assert _choose(requires_grad=False)[0] is plan and not timed  # cached

@@ -219,6 +219,7 @@ def explain(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     requires_grad: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Plan:
     """Which implementations :func:`conv` would use for these shapes, and why (nothing is computed).
 
@@ -229,6 +230,8 @@ def explain(
         dtype: tensor dtype.
         device: tensor device.
         requires_grad: whether a backward pass will follow.
+        memory_format: the input's layout: ``torch.contiguous_format``, or ``torch.channels_last``
+            (4-D input) / ``torch.channels_last_3d`` (5-D input). Plans differ by layout.
 
     Returns:
         The :class:`~largekernel.ops.dispatch.Plan`; ``print(plan)`` is human-readable.
@@ -245,6 +248,7 @@ def explain(
     """
     x = torch.empty(tuple(x_shape), dtype=dtype, device="meta")
     w = torch.empty(tuple(weight_shape), dtype=dtype, device="meta")
+    channels_last = _explain_layout(memory_format, x.dim())
     args = normalize_conv_args(x, w, None, stride, padding, dilation, groups)
     dev = torch.device(device)
     if args.unbatched:
@@ -259,7 +263,18 @@ def explain(
         probe = torch.zeros((), dtype=dtype, device="cpu").expand(x.shape)
     else:
         probe = _DeviceProbe(x, dev)
-    return choose_plan_for_explain(probe, w, args, requires_grad)
+    return choose_plan_for_explain(probe, w, args, requires_grad, channels_last=channels_last)
+
+
+def _explain_layout(memory_format: torch.memory_format, dims: int) -> bool:
+    """Whether ``memory_format`` is channels-last for an input of ``dims`` dimensions."""
+    allowed = {4: torch.channels_last, 5: torch.channels_last_3d}
+    if memory_format == torch.contiguous_format:
+        return False
+    if memory_format == allowed.get(dims):
+        return True
+    expected = "torch.contiguous_format" + (f" or {allowed[dims]}" if dims in allowed else "")
+    raise ValueError(f"memory_format must be {expected} for a {dims}-D input, got {memory_format}")
 
 
 class _DeviceProbe:
@@ -281,17 +296,17 @@ class _DeviceProbe:
         return self._t.size(*a)
 
 
-def choose_plan_for_explain(probe, weight, args: ConvArgs, requires_grad: bool) -> Plan:
+def choose_plan_for_explain(probe, weight, args: ConvArgs, requires_grad: bool, *,
+                            channels_last: bool = False) -> Plan:
     from largekernel.ops import dispatch  # noqa: PLC0415
 
     # explain() must not time anything: report the cached autotuned plan if there is one, else the table
     key = (
         tuple(probe.shape), tuple(weight.shape), args.stride, args.padding, args.dilation, args.groups,
-        probe.dtype, probe.device.type, requires_grad,
+        probe.dtype, probe.device.type, requires_grad, channels_last,
     )
+    plan = dispatch.heuristic_plan(probe, tuple(weight.shape), args, requires_grad, channels_last=channels_last)
     if dispatch._STATE.forced:
-        return dispatch._apply_forced(dispatch.heuristic_plan(probe, tuple(weight.shape), args, requires_grad), probe)
+        return dispatch._apply_forced(plan, probe)
     cached = dispatch._TUNE_CACHE.get(key)
-    if cached is not None:
-        return cached
-    return dispatch.heuristic_plan(probe, tuple(weight.shape), args, requires_grad)
+    return cached if cached is not None else plan

@@ -242,8 +242,13 @@ def _compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArgs, requires_grad: bool) -> Plan:
-    """The fixed dispatch table (no timing)."""
+def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArgs, requires_grad: bool,
+                   *, channels_last: bool | None = None) -> Plan:
+    """The fixed dispatch table (no timing).
+
+    ``channels_last`` overrides the input's layout as read from ``x`` (for :func:`explain`, whose
+    stand-in tensor has no real layout).
+    """
     nd = args.nd
     k = args.max_kernel
     cdt = _compute_dtype(x.dtype, x.device)
@@ -284,7 +289,7 @@ def heuristic_plan(x: torch.Tensor, weight_shape: tuple[int, ...], args: ConvArg
     xk = x if cdt == x.dtype else torch.zeros((), dtype=cdt, device=x.device).expand(tuple(x.shape))
     kern_fwd = native.kernels_forward_ok(xk, weight_shape, args)
     kern_gw = native.kernels_grad_weight_ok(xk, weight_shape, args)
-    is_cl = _is_channels_last(x)
+    is_cl = _is_channels_last(x) if channels_last is None else channels_last
     nchw_window = not is_cl and DW_NCHW_K_RANGE[nd][0] <= k <= DW_NCHW_K_RANGE[nd][1]
     kernels_window = kern_fwd and DW_KERNELS_FWD_K_RANGE[nd][0] <= k <= DW_KERNELS_FWD_K_RANGE[nd][1]
     if nd == 2 and _numel(x) < DW_KERNELS_FWD_2D_MIN_NUMEL:
@@ -444,9 +449,10 @@ def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan,
 
 def choose_plan(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, requires_grad: bool) -> Plan:
     """Pick the plan for a (validated) convolution: forced > autotuned (cached) > heuristic."""
+    # the layout is part of the key: the best implementations differ for NC* and channels-last
     key = (
         tuple(x.shape), tuple(weight.shape), args.stride, args.padding, args.dilation, args.groups,
-        x.dtype, x.device.type, requires_grad,
+        x.dtype, x.device.type, requires_grad, _is_channels_last(x),
     )
     plan = heuristic_plan(x, tuple(weight.shape), args, requires_grad)
     plan = Plan(plan.forward, plan.grad_input, plan.grad_weight, plan.reason, plan.compute_dtype, key=key)
