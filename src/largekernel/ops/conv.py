@@ -301,10 +301,7 @@ def choose_plan_for_explain(probe, weight, args: ConvArgs, requires_grad: bool, 
     from largekernel.ops import dispatch  # noqa: PLC0415
 
     # explain() must not time anything: report the cached autotuned plan if there is one, else the table
-    key = (
-        tuple(probe.shape), tuple(weight.shape), args.stride, args.padding, args.dilation, args.groups,
-        probe.dtype, probe.device.type, requires_grad, channels_last,
-    )
+    key = dispatch.plan_key(probe, tuple(weight.shape), args, requires_grad, channels_last)
     plan = dispatch.heuristic_plan(probe, tuple(weight.shape), args, requires_grad, channels_last=channels_last)
     if dispatch._STATE.forced:
         return dispatch._apply_forced(plan, probe)

@@ -447,13 +447,18 @@ def _autotune(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, base: Plan,
     return Plan(fwd, gi, gw, reason, cdt, autotuned=True, key=base.key)
 
 
+def plan_key(x, weight_shape: tuple[int, ...], args: ConvArgs, requires_grad: bool, channels_last: bool) -> tuple:
+    """The autotune cache key of a convolution (``x`` may be a shape/dtype/device stand-in).
+
+    The layout is part of it: the best implementations differ for NC* and channels-last input.
+    """
+    return (tuple(x.shape), tuple(weight_shape), args.stride, args.padding, args.dilation, args.groups,
+            x.dtype, x.device.type, requires_grad, channels_last)
+
+
 def choose_plan(x: torch.Tensor, weight: torch.Tensor, args: ConvArgs, requires_grad: bool) -> Plan:
     """Pick the plan for a (validated) convolution: forced > autotuned (cached) > heuristic."""
-    # the layout is part of the key: the best implementations differ for NC* and channels-last
-    key = (
-        tuple(x.shape), tuple(weight.shape), args.stride, args.padding, args.dilation, args.groups,
-        x.dtype, x.device.type, requires_grad, _is_channels_last(x),
-    )
+    key = plan_key(x, tuple(weight.shape), args, requires_grad, _is_channels_last(x))
     plan = heuristic_plan(x, tuple(weight.shape), args, requires_grad)
     plan = Plan(plan.forward, plan.grad_input, plan.grad_weight, plan.reason, plan.compute_dtype, key=key)
     if _STATE.forced:

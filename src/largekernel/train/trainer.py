@@ -336,13 +336,10 @@ class Trainer:
                 raise ValueError(f"model {cfg.model!r} does not support grad_checkpointing")
             setter(True)
         if cfg.accelerate:
-            try:
-                from largekernel.nn.acceleration import accelerate
-            except ImportError as err:
-                log.warning("engine acceleration unavailable (%s); training without it", err)
-            else:
-                result = accelerate(model)
-                model = result if isinstance(result, nn.Module) else model
+            from largekernel.nn.acceleration import accelerate
+
+            result = accelerate(model)
+            model = result if isinstance(result, nn.Module) else model
         else:  # accelerate=false: PyTorch's own layers everywhere (also in largekernel's own models)
             from largekernel.nn.acceleration import to_torch_convs
 
@@ -613,11 +610,7 @@ class Trainer:
 
     def _save_final_model(self, chosen: nn.Module, final: dict[str, Any], chosen_name: str) -> dict[str, str]:
         """Write the end-of-run model file(s); returns the summary entries naming them."""
-        try:
-            save_deploy_checkpoint(chosen, self.out_dir / DEPLOY_NAME, self._deploy_metadata(final, chosen_name))
-        except ImportError as err:  # the checkpoint module is optional at this layer
-            log.warning("deploy checkpoint not written: %s", err)
-            return {}
+        save_deploy_checkpoint(chosen, self.out_dir / DEPLOY_NAME, self._deploy_metadata(final, chosen_name))
         return {"deploy_checkpoint": str(self.out_dir / DEPLOY_NAME)}
 
     def _write_plots(self, final: dict[str, Any]) -> None:
